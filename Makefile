@@ -1,0 +1,31 @@
+# One command sets up and runs the main job; one sets up and runs the tests.
+#   make run    – set up the venv, build + evaluate the shipped default model, search the held-out photos with it
+#   make test   – set up the venv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run model test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train,dev]"
+	touch $(STAMP)
+
+model: setup
+	$(PY) -m training default
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) -m training demo "a cat" "a red car" "a slice of pizza"
+
+run: model demo
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) .pytest_cache

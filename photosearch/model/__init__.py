@@ -1,0 +1,106 @@
+"""Inference core: load a checkpoint and turn photos and texts into L2-normalised vectors in one space.
+
+    model = load_model("default")            # or a checkpoint folder, or a Hugging Face CLIP/SigLIP folder
+    text = model.encode_texts(["a cat"])     # (1, D) float32
+    photos = model.encode_images(["a.jpg"])  # (1, D) float32
+    scores = photos @ text.T                 # cosine similarities
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from photosearch.model.encoder import EmbeddingModel, ModelInfo, checkpoint_kind, l2_normalize, pick_device
+from photosearch.model.errors import (
+    BackboneUnavailableError,
+    CheckpointCorruptError,
+    CheckpointNotFoundError,
+    ImageDecodeError,
+    ModelError,
+    UnsupportedCheckpointError,
+    WeightsHashMismatchError,
+)
+
+__all__ = [
+    "BackboneUnavailableError",
+    "CheckpointCorruptError",
+    "CheckpointNotFoundError",
+    "EmbeddingModel",
+    "ImageDecodeError",
+    "ModelError",
+    "ModelInfo",
+    "UnsupportedCheckpointError",
+    "WeightsHashMismatchError",
+    "default_model_dir",
+    "l2_normalize",
+    "load_model",
+    "resolve_model_path",
+]
+
+
+def resources_dir() -> Path:
+    """The app's shipped resources: $PHOTOSEARCH_RESOURCES, the PyInstaller bundle, or the source tree."""
+    if os.environ.get("PHOTOSEARCH_RESOURCES"):
+        return Path(os.environ["PHOTOSEARCH_RESOURCES"])
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+        return Path(sys._MEIPASS) / "resources"  # type: ignore[attr-defined]
+    return Path(__file__).resolve().parents[2] / "resources"
+
+
+def default_model_dir() -> Path:
+    return resources_dir() / "models" / "default"
+
+
+def resolve_model_path(name_or_dir: str | Path | None) -> Path:
+    """'default' (or None) → the shipped model; a name of a folder under resources/models; else a folder path."""
+    if name_or_dir in (None, "", "default"):
+        return default_model_dir()
+    p = Path(name_or_dir).expanduser()
+    if p.is_dir():
+        return p
+    shipped = resources_dir() / "models" / str(name_or_dir)
+    if shipped.is_dir():
+        return shipped
+    if any(sep in str(name_or_dir) for sep in ("/", "\\")) or str(name_or_dir).startswith((".", "~")):
+        raise CheckpointNotFoundError(f"The model folder {p} does not exist")
+    raise CheckpointNotFoundError(
+        f"No model called {str(name_or_dir)!r}: give 'default' or a folder containing a photosearch checkpoint or a "
+        "Hugging Face CLIP/SigLIP save_pretrained() folder"
+    )
+
+
+def load_model(
+    name_or_dir: str | Path | None = "default",
+    device: str | torch.device | None = "auto",
+    image_backend: str = "auto",
+) -> EmbeddingModel:
+    """Load a model by name or folder. ``image_backend``: "torch", "onnx" (ONNX Runtime, CPU) or "auto"
+    (ONNX Runtime on CPU when it is installed and proven equal to torch, else torch)."""
+    path = resolve_model_path(name_or_dir)
+    if not path.is_dir():
+        raise CheckpointNotFoundError(
+            f"The model folder {path} does not exist. For the shipped model, run `make model` from the source tree."
+        )
+    kind = checkpoint_kind(path)
+    if kind == "dual_encoder":
+        from photosearch.model.composed import load_dual_encoder
+
+        model = load_dual_encoder(path, device)
+    elif kind in ("hf_clip", "hf_siglip"):
+        from photosearch.model.hf import load_hf_model
+
+        model = load_hf_model(path, device)
+    else:
+        raise UnsupportedCheckpointError(
+            f"{path} holds a {kind.split(':', 1)[-1]!r} model; photosearch loads its own checkpoints and Hugging Face "
+            "CLIP or SigLIP folders (save_pretrained)"
+        )
+    if image_backend != "torch" and model.device.type == "cpu":
+        from photosearch.model.fastpath import enable_onnx
+
+        enable_onnx(model, required=image_backend == "onnx")
+    return model
