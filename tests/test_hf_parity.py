@@ -298,3 +298,35 @@ def test_missing_tokenizer_and_preprocessor(siglip: Built, tmp_path: Path, caplo
     assert "preprocessor_config.json" in caplog.text
     cfg = m.preprocess_config
     assert (cfg.resize_mode, cfg.size, cfg.interpolation, cfg.mean) == ("squash", 32, "bicubic", (0.5, 0.5, 0.5))
+
+
+def test_sharded_safetensors(clip: Built, tmp_path: Path) -> None:
+    folder = tmp_path / "sharded"
+    clip.hf.save_pretrained(folder, safe_serialization=True, max_shard_size="50KB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        shutil.copy(clip.folder / name, folder / name)
+    assert (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").exists()
+    m = load_model(folder, device="cpu", image_backend="torch")
+    ref = load_model(clip.folder, device="cpu", image_backend="torch")
+    assert _maxdiff(m.encode_texts(TEXTS), ref.encode_texts(TEXTS)) <= TOL
+    shard = sorted(folder.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(CheckpointNotFoundError, match=shard.name):
+        load_model(folder, device="cpu", image_backend="torch")
+
+
+def test_legacy_and_default_processor_configs() -> None:
+    from photosearch.model.hf import preprocess_from_hf
+
+    # openai/clip-vit-base-patch32 as first published: bare ints, CLIPFeatureExtractor
+    legacy = {"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+              "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+              "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224}
+    cfg = preprocess_from_hf(legacy, "clip", 224)
+    assert (cfg.resize_mode, cfg.resize, cfg.size, cfg.interpolation) == ("shortest", 224, 224, "bicubic")
+    siglip = {"size": {"height": 384, "width": 384}, "resample": 2, "do_normalize": False}
+    cfg = preprocess_from_hf(siglip, "siglip", 384)
+    assert (cfg.resize_mode, cfg.size, cfg.interpolation, cfg.mean, cfg.std) == (
+        "squash", 384, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    with pytest.raises(UnsupportedCheckpointError, match="non-square"):
+        preprocess_from_hf({"size": {"height": 224, "width": 256}}, "siglip", 224)

@@ -1,4 +1,4 @@
-"""python -m training COMMAND: default (build the shipped model)."""
+"""python -m training COMMAND: default (build the shipped model), demo (search held-out photos with it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"default": "training.default_model"}
+    commands = {"default": "training.default_model", "demo": "training.demo"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m training {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2

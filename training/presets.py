@@ -34,7 +34,7 @@ def default_config(image_size: int = 224) -> DualEncoderConfig:
             arch="tf_efficientnet_lite0", weights=efficientnet_lite0_source(), feature_dim=1280, num_classes=1000
         ),
         text=TextTowerConfig(weights=minilm_source(), pooling="mean", max_length=64, feature_dim=384),
-        image_head=HeadConfig(type="bridge", in_dim=1280, out_dim=384, top_k=10, temperature=1.0, dropout=0.0),
+        image_head=HeadConfig(type="bridge", in_dim=1280, out_dim=384, top_k=10, temperature=1.0, dropout=0.5),
         text_head=HeadConfig(type="linear", in_dim=384, out_dim=384),
         preprocess=PreprocessConfig(
             size=image_size, resize_mode="shortest", resize=image_size, interpolation="bicubic",

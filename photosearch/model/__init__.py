@@ -37,6 +37,7 @@ __all__ = [
     "WeightsHashMismatchError",
     "default_model_dir",
     "l2_normalize",
+    "pick_device",
     "load_model",
     "resolve_model_path",
 ]

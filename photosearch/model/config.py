@@ -34,6 +34,7 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     rescale: float = 1.0 / 255.0  # applied to uint8 pixels before mean/std
     background: tuple[int, int, int] = (255, 255, 255)  # transparent pixels are composited onto this colour
+    crop_rounding: str = "round"  # centre-crop offset: "round" (torchvision) | "floor" (Hugging Face processors)
 
 
 @dataclass

@@ -145,6 +145,6 @@ def checkpoint_kind(path: Path) -> str:
     mt = cfg.get("model_type")
     if mt == "clip":
         return "hf_clip"
-    if mt == "siglip":
+    if mt in ("siglip", "siglip2"):
         return "hf_siglip"
     return f"unknown:{mt}"

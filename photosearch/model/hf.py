@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from photosearch.model.config import PreprocessConfig, read_json
 from photosearch.model.encoder import EmbeddingModel, ModelInfo, Tokenizer, pick_device
@@ -23,7 +22,6 @@ from photosearch.model.errors import (
     CheckpointNotFoundError,
     UnsupportedCheckpointError,
 )
-from photosearch.model.preprocess import _RESAMPLE, ImageInput, ImagePreprocessor, resize_crop, to_array
 from photosearch.model.weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -143,8 +141,14 @@ def preprocess_from_hf(pp: dict[str, Any] | None, model_type: str, image_size: i
             )
         short = _side(size["shortest_edge"], "size")
         return PreprocessConfig(
-            size=_side(crop, "crop_size"), resize_mode="shortest", resize=short, interpolation=interpolation,
-            mean=mean, std=std, rescale=rescale,
+            size=_side(crop, "crop_size"),
+            resize_mode="shortest",
+            resize=short,
+            interpolation=interpolation,
+            crop_rounding="floor",
+            mean=mean,
+            std=std,
+            rescale=rescale,
         )
     side = _side(size, "size")
     if do_crop and _side(crop, "crop_size") < side:
@@ -152,27 +156,6 @@ def preprocess_from_hf(pp: dict[str, Any] | None, model_type: str, image_size: i
     return PreprocessConfig(
         size=side, resize_mode="squash", resize=None, interpolation=interpolation, mean=mean, std=std, rescale=rescale
     )
-
-
-def hf_resize_crop(im: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    """Like :func:`resize_crop`, but with transformers' centre crop, whose offsets round down (torchvision's round
-    half to even), so crops are pixel-identical to CLIPImageProcessor's."""
-    if cfg.resize_mode != "shortest":
-        return resize_crop(im, cfg)
-    short, size = cfg.resize or cfg.size, cfg.size
-    w, h = im.size
-    nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), _RESAMPLE[cfg.interpolation])
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
-
-
-class HFImagePreprocessor(ImagePreprocessor):
-    """:class:`ImagePreprocessor` with Hugging Face's centre-crop rounding."""
-
-    def __call__(self, src: ImageInput):  # noqa: ANN204 - same return as the base class
-        return to_array(hf_resize_crop(self.load(src), self.cfg), self.cfg)
 
 
 # -- files, identity ----------------------------------------------------------------------------------------------
@@ -300,8 +283,10 @@ def load_hf_model(path: Path, device: str | torch.device | None = "auto") -> Emb
         text_cfg, vision_cfg = config.text_config, config.vision_config
         max_length = int(text_cfg.max_position_embeddings)
         image_size = int(vision_cfg.image_size)
-        embed_dim = int(config.projection_dim) if model_type == "clip" else int(
-            getattr(text_cfg, "projection_size", None) or text_cfg.hidden_size
+        embed_dim = (
+            int(config.projection_dim)
+            if model_type == "clip"
+            else int(getattr(text_cfg, "projection_size", None) or text_cfg.hidden_size)
         )
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointCorruptError(
@@ -344,5 +329,4 @@ def load_hf_model(path: Path, device: str | torch.device | None = "auto") -> Emb
         path=str(path),
     )
     out = EmbeddingModel(HFImageTextModule(model), tokenize, preprocess, info, pick_device(device))
-    out.preprocessor = HFImagePreprocessor(preprocess)
     return out

@@ -88,8 +88,10 @@ def resize_crop(im: Image.Image, cfg: PreprocessConfig) -> Image.Image:
         nw, nh = max(short, int(short * w / h)), short
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), resample)
-    left = int(round((nw - size) / 2.0))
-    top = int(round((nh - size) / 2.0))
+    if cfg.crop_rounding == "floor":
+        left, top = (nw - size) // 2, (nh - size) // 2
+    else:
+        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     return im.crop((left, top, left + size, top + size))
 
 

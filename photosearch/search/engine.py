@@ -1,0 +1,188 @@
+"""Turn queries into ranked results: text, photos, weighted combinations, filters, sort orders, duplicates."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from photosearch.library import Library
+from photosearch.model import l2_normalize
+from photosearch.search.query import QueryError, Term, parse_query
+
+log = logging.getLogger(__name__)
+
+PHOTO_CANDIDATES = 256  # shared-space neighbours re-ranked by visual similarity for a photo query
+
+
+@dataclass
+class Result:
+    path: str
+    score: float  # cosine similarity
+    photo_id: int
+    taken_at: float | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: str | None = None
+    size: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["score"] = round(float(self.score), 6)
+        return d
+
+
+@dataclass
+class Filters:
+    folder: str | None = None  # only photos below this folder
+    date_from: float | None = None  # Unix time, inclusive (date taken, else file time)
+    date_to: float | None = None  # Unix time, exclusive
+    min_score: float | None = None
+
+    def sql(self) -> tuple[str, list]:
+        where, args = [], []
+        if self.folder:
+            f = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep)
+            where.append("(path = ? OR path LIKE ?)")
+            args += [f, f + os.sep + "%"]
+        date = "COALESCE(taken_at, mtime_ns / 1e9)"
+        if self.date_from is not None:
+            where.append(f"{date} >= ?")
+            args.append(self.date_from)
+        if self.date_to is not None:
+            where.append(f"{date} < ?")
+            args.append(self.date_to)
+        return " AND ".join(where), args
+
+
+class Searcher:
+    """Queries against one library with its current model."""
+
+    def __init__(self, library: Library):
+        self.library = library
+
+    @property
+    def model(self):
+        return self.library.model
+
+    def encode_terms(self, terms: Sequence[Term]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Weighted sum of term vectors (D,) normalised, and the visual vector of a single-photo query."""
+        model = self.model
+        texts = [t for t in terms if t.kind == "text"]
+        images = [t for t in terms if t.kind == "image"]
+        vec = np.zeros(model.embed_dim, np.float32)
+        if texts:
+            vec += (np.array([t.weight for t in texts], np.float32)[:, None] * model.encode_texts([t.value for t in texts])).sum(0)
+        visual = None
+        if images:
+            pixels = np.stack([model.preprocess(t.value) for t in images])
+            emb, vis = model.encode_pixels(pixels)
+            vec += (np.array([t.weight for t in images], np.float32)[:, None] * emb).sum(0)
+            if len(images) == 1 and not texts and images[0].weight > 0:
+                visual = vis[0]
+        if not np.any(vec):
+            raise QueryError("the query's terms cancel out")
+        return l2_normalize(vec), visual
+
+    def _allowed(self, filters: Filters | None) -> np.ndarray | None:
+        if filters is None:
+            return None
+        where, args = filters.sql()
+        if not where:
+            return None
+        rows = self.library.store.query(f"SELECT id FROM photos WHERE {where}", args)
+        return np.array([r[0] for r in rows], np.int64)
+
+    def search(self, query: str | Sequence[Term], limit: int = 20, filters: Filters | None = None,
+               sort: str = "relevance") -> list[Result]:
+        """Ranked results for a query string (see :mod:`photosearch.search.query`) or parsed terms."""
+        terms = parse_query(query) if isinstance(query, str) else list(query)
+        vec, visual = self.encode_terms(terms)
+        return self.search_vector(vec, visual, limit, filters, sort)
+
+    def similar(self, image: str | bytes, limit: int = 20, filters: Filters | None = None,
+                sort: str = "relevance") -> list[Result]:
+        return self.search([Term("image", image)], limit, filters, sort)
+
+    def search_vector(self, vec: np.ndarray, visual: np.ndarray | None = None, limit: int = 20,
+                      filters: Filters | None = None, sort: str = "relevance") -> list[Result]:
+        mi = self.library.index_for()
+        allowed = self._allowed(filters)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        want = limit if sort == "relevance" else max(limit, 1000)
+        k = max(want, PHOTO_CANDIDATES) if visual is not None else want
+        ids, scores = mi.index.search(vec, k, allowed=allowed)
+        ids, scores = ids[0], scores[0]
+        if visual is not None and len(ids):
+            # photo query: re-rank the shared-space candidates by the image tower's own (visual) similarity,
+            # which finds edited copies of a photo far more reliably than the narrow text-aligned space
+            vid, vvecs = self.library.store.embeddings(mi.model_id, ids.tolist(), visual=True)
+            if len(vid) == len(ids):
+                order = {int(i): n for n, i in enumerate(vid)}
+                vs = l2_normalize(vvecs) @ visual
+                scores = np.array([vs[order[int(i)]] for i in ids], np.float32)
+                rank = np.argsort(-scores, kind="stable")
+                ids, scores = ids[rank], scores[rank]
+        if filters and filters.min_score is not None:
+            keep = scores >= filters.min_score
+            ids, scores = ids[keep], scores[keep]
+        ids, scores = ids[:want], scores[:want]
+        photos = self.library.store.get_photos(ids.tolist())
+        results = []
+        for i, s in zip(ids.tolist(), scores.tolist()):
+            p = photos.get(i)
+            if p is None:  # forgotten between search and lookup
+                continue
+            results.append(Result(p.path, float(s), p.id, p.taken_at, p.width, p.height, p.camera, p.size))
+        if sort == "date":
+            results.sort(key=lambda r: -(r.taken_at or 0.0))
+        elif sort != "relevance":
+            raise ValueError(f"unknown sort order {sort!r} (relevance or date)")
+        return results[:limit]
+
+
+def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours: int = 8) -> list[list[Result]]:
+    """Groups of near-duplicate photos (burst shots, edited copies, resized exports): photos whose visual
+    vectors have cosine ≥ ``threshold``, found among each photo's nearest shared-space neighbours."""
+    mi = library.index_for()
+    store = library.store
+    ids, vis = store.embeddings(mi.model_id, visual=True)
+    if len(ids) < 2:
+        return []
+    vis = l2_normalize(vis)
+    pos = {int(i): n for n, i in enumerate(ids)}
+    parent = list(range(len(ids)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    _, emb = store.embeddings(mi.model_id, ids.tolist())
+    k = min(neighbours + 1, len(ids))
+    nb_ids, _ = mi.index.search(emb, k)
+    for n, row in enumerate(nb_ids):
+        for j in row:
+            m = pos.get(int(j))
+            if m is not None and m != n and float(vis[n] @ vis[m]) >= threshold:
+                parent[find(n)] = find(m)
+    groups: dict[int, list[int]] = {}
+    for n in range(len(ids)):
+        groups.setdefault(find(n), []).append(n)
+    photos = store.get_photos(ids.tolist())
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        grp = []
+        for m in members:
+            p = photos[int(ids[m])]
+            grp.append(Result(p.path, float(vis[first] @ vis[m]), p.id, p.taken_at, p.width, p.height, p.camera, p.size))
+        out.append(sorted(grp, key=lambda r: r.path))
+    return sorted(out, key=lambda g: (-len(g), g[0].path))
