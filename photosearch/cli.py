@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--min-score", type=float)
     results.add_argument("--sort", choices=("relevance", "date"), default="relevance")
 
-    ap = argparse.ArgumentParser(prog="photosearch", description="Search your photos by text or by example photo.")
-    ap.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
+    ap = argparse.ArgumentParser(prog="photosearch", description="Search your photos by text or by example photo. "
+                                 "With no command, opens the window.", parents=[common])
     sub = ap.add_subparsers(dest="command")
     p = sub.add_parser("index", parents=[common], help="add folders and index them now")
     p.add_argument("paths", nargs="*", type=Path, help="folders to add (none: re-index the library's folders)")
@@ -260,8 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
-        ap.print_help()
-        return 0
+        from photosearch.ui.app import run_app
+
+        return run_app(args.library, args.model, None if args.device == "auto" else args.device)
     from photosearch.library import StoreError
     from photosearch.model import ModelError
 

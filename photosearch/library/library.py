@@ -135,6 +135,7 @@ class Library:
         self._load_model = None if isinstance(model, EmbeddingModel) else model
         self._indexes: dict[str, ModelIndex] = {}
         self._model_lock = threading.Lock()
+        self._index_lock = threading.Lock()
         self.decode_workers = decode_workers or max(1, min(4, (os.cpu_count() or 2) - 1))
         self.batch_size = batch_size
 
@@ -146,14 +147,25 @@ class Library:
                 self._model = self._load_model()
             return self._model
 
+    def set_model(self, model: EmbeddingModel | Callable[[], EmbeddingModel]) -> None:
+        """Switch models; the next index() builds (or updates) that model's own index. Other indexes are kept."""
+        with self._model_lock:
+            self._model = model if isinstance(model, EmbeddingModel) else None
+            self._load_model = None if isinstance(model, EmbeddingModel) else model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
     def index_for(self, model: EmbeddingModel | None = None) -> ModelIndex:
         model = model or self.model
-        mi = self._indexes.get(model.model_id)
-        if mi is None:
-            self.store.register_model(model.model_id, model.info.name, model.info.path, model.embed_dim,
-                                      model.info.visual_dim)
-            mi = self._indexes[model.model_id] = ModelIndex(self.store, model.model_id, model.embed_dim)
-        return mi
+        with self._index_lock:
+            mi = self._indexes.get(model.model_id)
+            if mi is None:
+                self.store.register_model(model.model_id, model.info.name, model.info.path, model.embed_dim,
+                                          model.info.visual_dim)
+                mi = self._indexes[model.model_id] = ModelIndex(self.store, model.model_id, model.embed_dim)
+            return mi
 
     def close(self) -> None:
         for mi in self._indexes.values():

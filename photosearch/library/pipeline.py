@@ -58,6 +58,10 @@ class Control:
         self._cancel.set()
         self._run.set()
 
+    def rearm(self) -> None:
+        """Clear a previous cancel so the same control can drive the next job (pause state is kept)."""
+        self._cancel.clear()
+
     @property
     def paused(self) -> bool:
         return not self._run.is_set()

@@ -1,0 +1,1 @@
+"""The PySide6 desktop app. Widgets render and call services; work runs in worker threads."""

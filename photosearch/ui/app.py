@@ -1,0 +1,66 @@
+"""Start the desktop app: the window shows at once; the model loads in the background."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def settings_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("photosearch")) / "settings.ini"
+
+
+def run_app(library_dir: Path | None = None, model: str | None = None, device: str | None = None,
+            argv: list[str] | None = None) -> int:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from photosearch.library import Library, StoreError, default_library_dir
+    from photosearch.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(argv or sys.argv[:1])
+    app.setApplicationName("photosearch")
+    app.setOrganizationName("photosearch")
+    settings = QSettings(str(settings_path()), QSettings.Format.IniFormat)
+    folder = library_dir or (Path(str(settings.value("library"))) if settings.value("library") else None) \
+        or default_library_dir()
+    device = device or str(settings.value("device", "auto"))
+    threads = settings.value("threads")
+    if threads:
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except (ImportError, ValueError):
+            pass
+    try:
+        library = make_library(folder, model, device)
+    except StoreError as e:
+        QMessageBox.critical(None, "photosearch", str(e))
+        return 1
+    window = MainWindow(library, settings)
+    window.show()
+    window.start()
+    return app.exec()
+
+
+def make_library(folder: Path, model: str | None, device: str):
+    from photosearch.library import Library
+    from photosearch.library.store import Store
+    from photosearch.model import load_model
+
+    spec = model
+    if spec is None:
+        store = Store(folder)
+        spec = store.get_setting("model", "default")
+        store.close()
+    lib = Library(folder, lambda: load_model(spec, device=device))
+    if model is not None:
+        lib.store.set_setting("model", str(Path(model).absolute()) if os.path.isdir(model) else model)
+    return lib
