@@ -1,5 +1,5 @@
 # One command sets up and runs the main job; one sets up and runs the tests.
-#   make run    – set up the venv, build + evaluate the shipped default model, search the held-out photos with it
+#   make run    – set up the venv and open the photosearch window (the app)
 #   make test   – set up the venv and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +22,8 @@ model: setup
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m training demo "a cat" "a red car" "a slice of pizza"
 
-run: model demo
+run: setup
+	$(VENV)/bin/photosearch
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra

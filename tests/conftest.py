@@ -63,5 +63,9 @@ def write_photo(path: Path, seed: int = 0, size: tuple[int, int] = (96, 64), fmt
         a, b, p = rng.uniform(-6, 6, 3)
         img[..., c] = 127 + 120 * np.sin(a * xx + b * yy + p)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "HEIF":
+        import pillow_heif  # noqa: F401 - registers the HEIF writer
+
+        pillow_heif.register_heif_opener()
     Image.fromarray(img.astype(np.uint8)).save(path, format=fmt)
     return path

@@ -31,6 +31,8 @@ def tree(root: Path) -> Path:
     write_photo(root / "e.bmp", 5)
     write_photo(root / "f.gif", 6)
     write_photo(root / "g.TIFF", 7, fmt="TIFF")
+    write_photo(root / "h.heic", 13, fmt="HEIF")
+    write_photo(root / "i.avif", 14, fmt="AVIF")
     write_photo(root / "<b>odd name<img src=x> ü.jpg", 8)
     write_photo(root / ".hidden.jpg", 9)
     write_photo(root / "._a.jpg", 10, fmt="JPEG")
@@ -51,12 +53,13 @@ def test_index_scan_rules_and_nothing_written_in_photo_folders(tmp_path, model):
     with Library(tmp_path / "lib", model) as lib:
         lib.add_folder(photos)
         report = lib.index()
-        assert report.indexed == 8 and not report.failed
+        assert report.indexed == 10 and not report.failed
         paths = {p.path for p in lib.store.iter_photos()}
         assert {os.path.basename(p) for p in paths} == {
-            "a.jpg", "B.JPEG", "c.png", "d.webp", "e.bmp", "f.gif", "g.TIFF", "<b>odd name<img src=x> ü.jpg"}
+            "a.jpg", "B.JPEG", "c.png", "d.webp", "e.bmp", "f.gif", "g.TIFF", "h.heic", "i.avif",
+            "<b>odd name<img src=x> ü.jpg"}
         st = lib.status(model.model_id)
-        assert (st["photos"], st["indexed"], st["failed"]) == (8, 8, 0)
+        assert (st["photos"], st["indexed"], st["failed"]) == (10, 10, 0)
     assert snapshot(photos) == before
 
 

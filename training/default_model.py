@@ -63,6 +63,12 @@ def imagenet_class_names() -> list[str]:
     return [info.index_to_description(i) for i in range(1000)]
 
 
+def tuxpaint_split(opts: Options) -> tuple[list[CaptionedImage], list[CaptionedImage]]:
+    """The recipe's (train, held-out) split of Tux Paint: symbols excluded, 30% held out by photo, seeded."""
+    items = [i for i in load_tuxpaint() if not i.group.startswith(tuple(opts.exclude_groups))]
+    return split_by_image(items, opts.test_fraction, seed=opts.seed)
+
+
 class Prepared:
     """Everything cached for a run: the model with frozen towers, tokenizer, and features."""
 
@@ -75,8 +81,8 @@ class Prepared:
         self.backbone_key = dict(
             image=self.cfg.image.weights.sha256, text=self.cfg.text.weights.sha256, pre=dataclasses.asdict(self.cfg.preprocess)
         )
-        self.items = [i for i in load_tuxpaint() if not i.group.startswith(tuple(opts.exclude_groups))]
-        self.train_items, self.test_items = split_by_image(self.items, opts.test_fraction, seed=opts.seed)
+        self.train_items, self.test_items = tuxpaint_split(opts)
+        self.items = sorted(self.train_items + self.test_items, key=lambda i: i.path)
         pos = {it.path: n for n, it in enumerate(self.items)}
         self.train_idx = np.array([pos[i.path] for i in self.train_items])
         self.test_idx = np.array([pos[i.path] for i in self.test_items])
@@ -156,8 +162,8 @@ def init_heads(prep: Prepared) -> Heads:
 
 @torch.no_grad()
 def embed_photos(heads: Heads, pooled: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    p = torch.from_numpy(np.asarray(pooled, np.float32))
-    lg = torch.from_numpy(np.asarray(logits, np.float32))
+    p = torch.from_numpy(np.array(pooled, np.float32))
+    lg = torch.from_numpy(np.array(logits, np.float32))
     return l2_normalize(heads.image(p, lg).numpy())
 
 

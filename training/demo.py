@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from photosearch.model import load_model
-from training.data.tuxpaint import load_rgb, load_tuxpaint, split_by_image
+from training.data.tuxpaint import load_rgb
+from training.default_model import Options, tuxpaint_split
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     model = load_model(args.model)
     t1 = time.perf_counter()
-    _, test = split_by_image(load_tuxpaint(), 0.3, seed=0)
+    _, test = tuxpaint_split(Options())
     photos = model.encode_images([load_rgb(i.path) for i in test])
     t2 = time.perf_counter()
     print(f"{model} loaded in {t1 - t0:.1f}s; {len(test)} held-out photos encoded in {t2 - t1:.1f}s "

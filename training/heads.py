@@ -41,7 +41,7 @@ class HeadTrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
-    l2sp: float = 1.0  # strength of the pull towards the initial head weights
+    l2sp: float = 0.1  # strength of the pull towards the initial head weights
     warmup_epochs: int = 3
     seed: int = 0
     train_temperature: bool = True
@@ -128,7 +128,7 @@ def train_heads(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
         hist.loss.append(float(np.mean(losses)) if losses else float("nan"))
         hist.lr.append(lr)

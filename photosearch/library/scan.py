@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 SYSTEM_NAMES = {"@eadir", "thumbs.db", "desktop.ini", "$recycle.bin", "lost+found", ".ds_store"}
 
 

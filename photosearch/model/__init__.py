@@ -12,10 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-import torch
+# photosearch works offline: never let transformers reach for a model hub (a user can still set this to 0)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from photosearch.model.encoder import EmbeddingModel, ModelInfo, checkpoint_kind, l2_normalize, pick_device
-from photosearch.model.errors import (
+import torch  # noqa: E402
+
+from photosearch.model.encoder import EmbeddingModel, ModelInfo, checkpoint_kind, l2_normalize, pick_device  # noqa: E402
+from photosearch.model.errors import (  # noqa: E402
     BackboneUnavailableError,
     CheckpointCorruptError,
     CheckpointNotFoundError,

@@ -19,6 +19,14 @@ from photosearch.model.errors import ImageDecodeError
 
 ImageInput = Union[str, Path, bytes, Image.Image]
 
+try:  # HEIC/HEIF (iPhone photos); AVIF is built into Pillow
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - optional
+    HEIF_SUPPORTED = False
+
 MAX_IMAGE_PIXELS = 250_000_000  # larger images are refused as probable decompression bombs
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 

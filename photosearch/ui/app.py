@@ -21,7 +21,7 @@ def run_app(library_dir: Path | None = None, model: str | None = None, device: s
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from photosearch.library import Library, StoreError, default_library_dir
+    from photosearch.library import StoreError, default_library_dir
     from photosearch.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])

@@ -16,7 +16,7 @@ from pathlib import Path
 from PySide6.QtCore import QMetaObject, QObject, QRunnable, QSize, Qt, QThread, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
 
-from photosearch.library import Control, Library, Progress
+from photosearch.library import Control, Library
 from photosearch.search import Filters, QueryError, Searcher, Term
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class SearchWorker(QObject):
         try:
             t = time.perf_counter()
             res = self.searcher.search(terms, limit, filters, sort)
-            self.results.emit(request_id, res, f"{len(res)} results in {1000 * (time.perf_counter() - t):.0f} ms")
+            n = len(res)
+            self.results.emit(request_id, res, f"{n} result{'s' * (n != 1)} in {1000 * (time.perf_counter() - t):.0f} ms")
         except QueryError as e:
             self.failed.emit(request_id, str(e))
         except Exception as e:  # noqa: BLE001 - a bad dropped file or a vanished photo must not crash the window

