@@ -305,6 +305,16 @@ def torch_module_runner(module, device, dtype, channels_last: bool) -> Runner:
 def quantize(src: Path, tmp: Path, kind: str, calib: np.ndarray | None = None) -> Path:
     """int8 copies of the exported model: ``dynamic`` (weights only, QUInt8) or ``static`` (QDQ, per-channel
     weights, reduce_range as ORT advises on AVX2 without VNNI, MinMax calibration on ``calib``)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a warning per shape tensor it leaves in float
+    try:
+        return _quantize(src, tmp, kind, calib)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(src: Path, tmp: Path, kind: str, calib: np.ndarray | None) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -512,6 +512,7 @@ def worker_build(n: int, lib_dir: Path, n_queries: int, seed: int) -> dict:
     vecs = clustered(n + n_queries, dim, clusters, seed)
     base, held_out = vecs[:n], vecs[n:]
     text_vecs = model.encode_texts(text_queries(n_queries))
+    info = {"model_id": model.model_id, "name": model.info.name, "path": model.info.path}
     del model
     ids = np.arange(1, n + 1, dtype=np.int64)
     truth_held, _ = exact_search(base, ids, held_out, 10)
@@ -519,7 +520,6 @@ def worker_build(n: int, lib_dir: Path, n_queries: int, seed: int) -> dict:
     np.savez(lib_dir / "truth.npz", held_out=held_out, truth_held=truth_held, text=text_vecs, truth_text=truth_text)
 
     store = Store(lib_dir / "lib")
-    info = json.loads((lib_dir / "model.json").read_text())
     store.register_model(info["model_id"], info["name"], info["path"], dim, vdim)
     folder = store.add_folder("/bench/photos")
     rng = np.random.default_rng(seed + 1)
@@ -553,7 +553,7 @@ def worker_build(n: int, lib_dir: Path, n_queries: int, seed: int) -> dict:
     path = lib_dir / "lib" / INDEX_DIR / f"{info['model_id']}.hnsw"
     path.parent.mkdir(parents=True, exist_ok=True)
     index.save(path)
-    return {"n": n, "clusters": clusters, "insert_s": insert_s, "build_s": build_s,
+    return {"n": n, "model_id": info["model_id"], "clusters": clusters, "insert_s": insert_s, "build_s": build_s,
             "index_mib": path.stat().st_size / 2**20,
             "db_mib": sum(p.stat().st_size for p in (lib_dir / "lib").glob("library.sqlite3*")) / 2**20,
             "build_peak_mib": proc_status_mib("VmHWM")}
@@ -571,6 +571,11 @@ def worker_query(n: int, lib_dir: Path, photos: list[str], n_queries: int) -> di
     r["model_load_s"], model = timed(load_default_model)
     r["rss_model_mib"] = proc_status_mib("VmRSS")
     lib = Library(lib_dir / "lib", model)
+    built = {row[0] for row in lib.store.query("SELECT model_id FROM models")}
+    if model.model_id not in built:
+        raise SystemExit(f"the default model changed between the build ({', '.join(built)}) and the query process "
+                         f"({model.model_id}): someone rewrote resources/models/default; run again")
+    r["model_id"] = model.model_id
     r["index_load_s"], mi = timed(lambda: lib.index_for(model))
     assert len(mi.index) == n, (len(mi.index), n)
     r["rss_loaded_mib"] = proc_status_mib("VmRSS")
@@ -676,8 +681,6 @@ def bench_search(rep: Report, model, sizes: list[int], n_queries: int, max_build
                 continue
         with tempfile.TemporaryDirectory(prefix=f"psbench-search-{n}-") as tmp:
             d = Path(tmp)
-            (d / "model.json").write_text(json.dumps(
-                {"model_id": model.model_id, "name": model.info.name, "path": model.info.path}))
             print(f"[search {n:,}] building ...", file=sys.stderr, flush=True)
             b = run_worker([f"--_build={n}", f"--_dir={d}", f"--queries={n_queries}", f"--seed={seed}"])
             builds.append(b)
@@ -686,6 +689,8 @@ def bench_search(rep: Report, model, sizes: list[int], n_queries: int, max_build
             results.append({**b, **q})
 
     rep("### Build and memory")
+    rep()
+    rep(f"- model id used by the build/query processes: {', '.join(sorted({r['model_id'] for r in results}))}")
     rep()
     rep.table(["N", "clusters", "store insert s", "HNSW build s", "build vec/s", "index file MiB", "store MiB",
                "model load s", "index load s", "RSS Python+numpy MiB", "RSS + torch + model MiB", "RSS + model + index MiB",

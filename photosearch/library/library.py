@@ -16,7 +16,14 @@ from photosearch.index import IndexCorruptError, VectorIndex
 from photosearch.library.pipeline import Control, Decoded, Progress, ProgressCallback, RateMeter, decode_ahead
 from photosearch.library.scan import FileEntry, content_hash, walk_photos
 from photosearch.library.store import Folder, Store
-from photosearch.model import EmbeddingModel
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from photosearch.model import EmbeddingModel
+
+
+def _is_model(obj: object) -> bool:
+    return hasattr(obj, "encode_pixels")
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +138,8 @@ class Library:
                  decode_workers: int | None = None, batch_size: int = 32):
         self.folder = Path(folder).expanduser()
         self.store = Store(self.folder)
-        self._model = model if isinstance(model, EmbeddingModel) else None
-        self._load_model = None if isinstance(model, EmbeddingModel) else model
+        self._model = model if _is_model(model) else None
+        self._load_model = None if _is_model(model) else model
         self._indexes: dict[str, ModelIndex] = {}
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
@@ -150,8 +157,8 @@ class Library:
     def set_model(self, model: EmbeddingModel | Callable[[], EmbeddingModel]) -> None:
         """Switch models; the next index() builds (or updates) that model's own index. Other indexes are kept."""
         with self._model_lock:
-            self._model = model if isinstance(model, EmbeddingModel) else None
-            self._load_model = None if isinstance(model, EmbeddingModel) else model
+            self._model = model if _is_model(model) else None
+            self._load_model = None if _is_model(model) else model
 
     @property
     def model_loaded(self) -> bool:

@@ -15,12 +15,15 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from photosearch.library.scan import FileEntry, read_metadata
-from photosearch.model import EmbeddingModel, ImageDecodeError
+from photosearch.model.errors import ImageDecodeError
+
+if TYPE_CHECKING:
+    from photosearch.model import EmbeddingModel
 from photosearch.model.preprocess import open_image, resize_crop, to_array
 
 log = logging.getLogger(__name__)

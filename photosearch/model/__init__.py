@@ -15,9 +15,8 @@ from pathlib import Path
 # photosearch works offline: never let transformers reach for a model hub (a user can still set this to 0)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-from photosearch.model.encoder import EmbeddingModel, ModelInfo, checkpoint_kind, l2_normalize, pick_device  # noqa: E402
 from photosearch.model.errors import (  # noqa: E402
     BackboneUnavailableError,
     CheckpointCorruptError,
@@ -27,6 +26,23 @@ from photosearch.model.errors import (  # noqa: E402
     UnsupportedCheckpointError,
     WeightsHashMismatchError,
 )
+from photosearch.model.vectors import l2_normalize  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+    from photosearch.model.encoder import EmbeddingModel
+
+_LAZY = {"EmbeddingModel", "ModelInfo", "checkpoint_kind", "pick_device"}
+
+
+def __getattr__(name: str):
+    """torch-backed names load on first use, so importing photosearch (and opening the window) stays fast."""
+    if name in _LAZY:
+        from photosearch.model import encoder
+
+        return getattr(encoder, name)
+    raise AttributeError(name)
 
 __all__ = [
     "BackboneUnavailableError",
@@ -89,6 +105,8 @@ def load_model(
         raise CheckpointNotFoundError(
             f"The model folder {path} does not exist. For the shipped model, run `make model` from the source tree."
         )
+    from photosearch.model.encoder import checkpoint_kind
+
     kind = checkpoint_kind(path)
     if kind == "dual_encoder":
         from photosearch.model.composed import load_dual_encoder

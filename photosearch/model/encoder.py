@@ -12,6 +12,7 @@ import torch
 
 from photosearch.model.config import PreprocessConfig
 from photosearch.model.preprocess import ImageInput, ImagePreprocessor
+from photosearch.model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,6 @@ class ImageTextModule(Protocol):
 
 Tokenizer = Callable[[list[str]], dict[str, torch.Tensor]]
 ImageRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:

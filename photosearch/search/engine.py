@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from photosearch.library import Library
-from photosearch.model import l2_normalize
+from photosearch.model.vectors import l2_normalize
 from photosearch.search.query import QueryError, Term, parse_query
 
 log = logging.getLogger(__name__)

@@ -46,8 +46,31 @@ def run_app(library_dir: Path | None = None, model: str | None = None, device: s
         return 1
     window = MainWindow(library, settings)
     window.show()
+    if os.environ.get("PHOTOSEARCH_PROBE"):
+        _install_probe(app, window)
     window.start()
     return app.exec()
+
+
+def _install_probe(app, window) -> None:
+    """Start-up timing for bench/bench_ui.py: prints when the window is visible and when the first results of
+    $PHOTOSEARCH_PROBE_QUERY arrive (then quits)."""
+    import time
+
+    app.processEvents()
+    print(f"probe window-visible {time.time():.3f}", flush=True)
+    query = os.environ.get("PHOTOSEARCH_PROBE_QUERY")
+    if not query:
+        return
+
+    def done(_rid, results, _info) -> None:
+        print(f"probe first-result {time.time():.3f} {len(results)}", flush=True)
+        window.close()
+        app.quit()
+
+    window.searcher.results.connect(done)
+    window.search.setText(query)
+    window.run_search()
 
 
 def make_library(folder: Path, model: str | None, device: str):
