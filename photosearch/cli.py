@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="photosearch", description="Search your photos by text or by example photo. "
                                  "With no command, opens the window.", parents=[common])
+    ap.add_argument("--self-test", action="store_true", help="index generated photos in a temporary library, run a "
+                    "text and a photo query, print a verdict (exit status 0 = pass)")
     sub = ap.add_subparsers(dest="command")
     p = sub.add_parser("index", parents=[common], help="add folders and index them now")
     p.add_argument("paths", nargs="*", type=Path, help="folders to add (none: re-index the library's folders)")
@@ -259,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.self_test:
+        from photosearch.selftest import run_self_test
+
+        return run_self_test(args.model)
     if args.command is None:
         from photosearch.ui.app import run_app
 
