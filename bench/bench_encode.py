@@ -30,6 +30,7 @@ import copy
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -39,10 +40,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Timing:
         return {"items": self.items, "calls": self.calls, "cpu_s": self.cpu_s, "load": self.load}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Timing":
+    def from_dict(cls, d: dict) -> Timing:
         return cls(d["items"], list(d["calls"]), d["cpu_s"], d["load"])
 
 
@@ -164,7 +165,7 @@ def run_chunked(runner: Runner, pixels: np.ndarray, batch: int, pad: bool = Fals
 
 # ---------------------------------------------------------------------------------------------------------------
 # test images
-def synth_photo(rng: np.random.Generator, w: int, h: int) -> "Image.Image":  # noqa: F821
+def synth_photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:  # noqa: F821
     """A photo-like RGB image: low-frequency colour blobs + a smooth gradient + sensor-like noise."""
     from PIL import Image
 
@@ -315,7 +316,13 @@ def quantize(src: Path, tmp: Path, kind: str, calib: np.ndarray | None = None) -
 
 
 def _quantize(src: Path, tmp: Path, kind: str, calib: np.ndarray | None) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = tmp / "pre.onnx"
@@ -339,6 +346,47 @@ def _quantize(src: Path, tmp: Path, kind: str, calib: np.ndarray | None) -> Path
     return out
 
 
+def fold_same_pads(model, src: Path, dst: Path) -> Path:
+    """Copy of the export with timm's TF-"same" Pad nodes folded into the following Conv's (asymmetric) pads.
+
+    tf_efficientnet_lite0's five stride-2 convs pad dynamically (Conv2dSame); in ONNX that is a Pad before the
+    Conv, which makes ONNX Runtime leave its NCHWc layout (ReorderOutput → Pad → ReorderInput) five times. For the
+    fixed 224×224 input the pads are constants, and ONNX Conv accepts asymmetric pads."""
+    import onnx
+    import torch
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    pads: list[tuple[int, int, int, int]] = []  # (left, right, top, bottom) in forward order
+    hooks = [c.register_forward_pre_hook(
+        lambda c, a: pads.append(tuple(pad_same_arg(a[0].shape[-2:], c.weight.shape[-2:], c.stride, c.dilation))))
+        for c in model.module.modules() if isinstance(c, Conv2dSame)]
+    try:
+        size = model.preprocess_config.size
+        with torch.inference_mode():
+            model.module.encode_image(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    graph = onnx.load(str(src))
+    nodes = list(graph.graph.node)
+    pad_nodes = [n for n in nodes if n.op_type == "Pad"]
+    if len(pad_nodes) != len(pads):
+        raise RuntimeError(f"{len(pad_nodes)} Pad nodes but {len(pads)} Conv2dSame layers")
+    for pad, (left, right, top, bottom) in zip(pad_nodes, pads):
+        users = [n for n in nodes if pad.output[0] in n.input]
+        if len(users) != 1 or users[0].op_type != "Conv":
+            raise RuntimeError(f"Pad {pad.name} does not feed exactly one Conv")
+        conv = users[0]
+        conv.input[0] = pad.input[0]
+        for a in [a for a in conv.attribute if a.name == "pads"]:
+            conv.attribute.remove(a)
+        conv.attribute.append(onnx.helper.make_attribute("pads", [top, left, bottom, right]))
+        graph.graph.node.remove(pad)
+    onnx.save(graph, str(dst))
+    return dst
+
+
 def bench_image_configs(configs: list[ImageConfig], batches: list[int], inputs: np.ndarray, parity_px: np.ndarray,
                         ref: tuple[np.ndarray, np.ndarray], budget: Budget) -> list[ImageResult]:
     results = []
@@ -356,7 +404,7 @@ def bench_image_configs(configs: list[ImageConfig], batches: list[int], inputs: 
             res.cos_emb, res.cos_vis = min_cos(ref[0], e), min_cos(ref[1], v)
             for b in batches:
                 x = inputs[: b * cfg.workers]
-                res.timings[b] = measure(lambda: runner(x), len(x), budget)
+                res.timings[b] = measure(lambda runner=runner, x=x: runner(x), len(x), budget)
                 log(f"  {cfg.name:48s} b{b:<4d} {res.timings[b].rate:8.1f} img/s  "
                     f"({res.timings[b].cpu_rate:.1f} img/CPU-s, load {res.timings[b].load:.2f})")
             if isinstance(runner, ConcurrentRunner):
@@ -402,7 +450,7 @@ def compile_worker(args: argparse.Namespace) -> None:
             out = Path(args.compile_io).with_suffix(".out.npz")
             np.savez(out, emb=e, vis=v)
             rec["parity"] = str(out)
-        rec["timing"] = measure(lambda: run(inputs[:b]), b, budget).to_dict()
+        rec["timing"] = measure(lambda b=b: run(inputs[:b]), b, budget).to_dict()
         print(json.dumps(rec), flush=True)
 
 
@@ -417,7 +465,7 @@ def bench_compile(args: argparse.Namespace, tmp: Path, batches: list[int], input
            "--min-reps", str(args.min_reps), "--warm-time", str(args.warm_time), "--batches", *map(str, batches)]
     log(f"torch.compile in a subprocess (timeout {args.compile_timeout:.0f} s)")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout, check=False)
         out, err, rc = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -485,7 +533,7 @@ def bench_cold(args: argparse.Namespace, cache: Path) -> list[tuple[str, dict]]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "cold", "--backend", backend,
                "--device", args.device, "--threads", str(args.threads)]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
         wall = time.perf_counter() - t
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
@@ -546,7 +594,7 @@ def machine_info(device: str) -> list[tuple[str, str]]:
         ort_v = "not installed"
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip() or "?"
+                             text=True, timeout=10, check=False).stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         rev = "?"
     rows = [
@@ -556,12 +604,13 @@ def machine_info(device: str) -> list[tuple[str, str]]:
     ]
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(0)
-        rows.append(("GPU", f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
-                            f"cuDNN {torch.backends.cudnn.version()}, TF32 convs {torch.backends.cudnn.allow_tf32}"))
+        gpu = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+               f"cuDNN {torch.backends.cudnn.version()}, TF32 convs {torch.backends.cudnn.allow_tf32}")
+        rows.append(("GPU", gpu))
     rows += [
-        ("Software", f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort_v}, "
-                     f"timm {timm.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
-                     f"Pillow {PIL.__version__}"),
+        ("Software", (f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {ort_v}, "
+                      f"timm {timm.__version__}, transformers {transformers.__version__}, numpy {np.__version__}, "
+                      f"Pillow {PIL.__version__}")),
         ("Commit", rev),
     ]
     return rows
@@ -574,7 +623,7 @@ def md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def fmt_cos(c: float) -> str:
-    return "–" if c != c else f"{c:.6f}"
+    return "–" if math.isnan(c) else f"{c:.6f}"
 
 
 def image_table(results: list[ImageResult], batches: list[int], ref_rates: dict[int, float], cpu: bool) -> str:
@@ -585,7 +634,7 @@ def image_table(results: list[ImageResult], batches: list[int], ref_rates: dict[
     rows = []
     for r in results:
         ok = r.cos_emb >= PARITY_MIN_COSINE and r.cos_vis >= PARITY_MIN_COSINE
-        parity = "ref" if r.cfg.name.endswith("(reference)") else ("–" if r.cos_emb != r.cos_emb else
+        parity = "ref" if r.cfg.name.endswith("(reference)") else ("–" if math.isnan(r.cos_emb) else
                                                                    ("pass" if ok else "**FAIL**"))
         if r.error and not r.timings:
             rows.append([r.cfg.name, "–", "skipped", "", "", *([""] if cpu else []), "", "", "", r.error])
@@ -596,7 +645,7 @@ def image_table(results: list[ImageResult], batches: list[int], ref_rates: dict[
                 continue
             label = f"{r.cfg.workers}×{b}" if r.cfg.workers > 1 else str(b)
             speed = t.rate / ref_rates[b] if ref_rates.get(b) else float("nan")
-            row = [r.cfg.name, label, f"{t.rate:.1f}", f"{speed:.1f}" if speed == speed else "–",
+            row = [r.cfg.name, label, f"{t.rate:.1f}", "–" if math.isnan(speed) else f"{speed:.1f}",
                    f"{t.median * 1000:.1f}"]
             if cpu:
                 row.append(f"{t.cpu_rate:.1f}")
@@ -704,7 +753,7 @@ def run_main(args: argparse.Namespace, cuda: bool) -> None:
                        for q in QUERIES]
             for b in (1, 64):
                 qs = queries[:b]
-                t = measure(lambda: tm.encode_texts(qs, batch_size=64), b, budget)
+                t = measure(lambda qs=qs: tm.encode_texts(qs, batch_size=64), b, budget)
                 text_rows.append([str(b), f"{t.rate:.1f}", f"{t.median * 1000:.1f}",
                                   f"{np.mean([len(q.split()) for q in qs]):.1f}", f"{t.load:.2f}"])
                 log(f"  text b{b}: {t.rate:.1f} texts/s")
@@ -723,10 +772,10 @@ def run_main(args: argparse.Namespace, cuda: bool) -> None:
 
             for label, m in models:
                 log(f"  e2e {label}")
-                tot = measure(lambda: m.encode_images(jpgs), n, budget)
-                dec = measure(lambda: [m.preprocess(p) for p in jpgs], n, budget)
+                tot = measure(lambda m=m: m.encode_images(jpgs), n, budget)
+                dec = measure(lambda m=m: [m.preprocess(p) for p in jpgs], n, budget)
                 arr = np.stack([m.preprocess(p) for p in jpgs])
-                mod = measure(lambda: m.encode_pixels(arr), n, budget)
+                mod = measure(lambda m=m, arr=arr: m.encode_pixels(arr), n, budget)
                 d_ms, m_ms = dec.median / n * 1000, mod.median / n * 1000
                 e2e_rows.append([label, str(n), f"{tot.rate:.1f}", f"{tot.median / n * 1000:.1f}", f"{d_ms:.1f}",
                                  f"{m_ms:.1f}", f"{100 * d_ms / (d_ms + m_ms):.0f}%", f"{tot.load:.2f}"])
@@ -747,8 +796,8 @@ def run_main(args: argparse.Namespace, cuda: bool) -> None:
         md.append(f"`{cmd.strip()}` — model `default` ({ref_model.info.name}, id {ref_model.model_id}); "
                   f"timings: median of ≥{args.min_reps} calls and ≥{args.min_time:g} s per row after warm-up.")
         md.append("")
-        info.append(("Load average", f"start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}, "
-                                     f"end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (1/5/15 min)"))
+        info.append(("Load average", (f"start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}, "
+                                      f"end {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} (1/5/15 min)")))
         md.append(md_table(["Machine", ""], [[k, v] for k, v in info]))
         md.append("")
         if image_results:
@@ -796,8 +845,11 @@ def run_main(args: argparse.Namespace, cuda: bool) -> None:
             md.append(md_table(["Run", "import s", "load_model s", "whole process s", "first image / text ms",
                                 "VmRSS after load MiB", "VmRSS after first encodes / peak MiB", "notes"], rows))
             md.append("")
-            md.append("`import s`: importing torch and photosearch.model; the ONNX load includes the parity probe "
-                      "(3 images through torch and ONNX Runtime); `whole process s` includes interpreter start-up.")
+            verified = any((cache / "onnx_cache" / "onnx").glob("*.verified"))
+            md.append("`import s`: importing torch and photosearch.model; `whole process s` includes interpreter "
+                      "start-up; the first ONNX run includes the export and the parity probe (3 random images through "
+                      "torch and ONNX Runtime)" + ("; the cached run skips the probe (fastpath's `.verified` marker)."
+                                                    if verified else "; the cached run repeats the probe."))
             md.append("")
         if findings:
             md.append("### Findings")
@@ -865,6 +917,12 @@ def image_configs(args, cuda: bool, ref_model, dev_model, fast_model, tmp: Path)
         ImageConfig("ort intra_op=2, graph opt EXTENDED", lambda: ort_runner(onnx_path, intra=2, level="extended"),
                     note="ORT_ENABLE_EXTENDED: no NCHWc layout transformation"),
         ImageConfig("ort intra_op=2, graph opt BASIC", lambda: ort_runner(onnx_path, intra=2, level="basic")),
+        ImageConfig("ort intra_op=1, Pad folded into Conv",
+                    lambda: ort_runner(fold_same_pads(fast_model, onnx_path, tmp / "folded.onnx"), intra=1),
+                    note="export tweak: the 5 TF-same Pad nodes folded into asymmetric Conv pads (see fold_same_pads)"),
+        ImageConfig("ort intra_op=1, Pad folded, 2 worker threads",
+                    lambda: ConcurrentRunner(ort_runner(fold_same_pads(fast_model, onnx_path, tmp / "folded.onnx"),
+                                                        intra=1), 2), workers=2),
         ImageConfig("ort int8 dynamic (intra_op=1)",
                     lambda: ort_runner(quantize(onnx_path, tmp, "dynamic"), intra=1), fp32_exact=False,
                     note="quantize_dynamic, QUInt8 weights (ConvInteger/MatMulInteger)"),
@@ -909,6 +967,13 @@ def image_findings(results: list[ImageResult], batches: list[int], ref_rates: di
             r, b, t = best_cpu
             out.append(f"Highest images per CPU-second with parity: {r.cfg.name}, batch {b}: {t.cpu_rate:.1f} "
                        "(≈ the per-core rate this path would reach on an otherwise idle core).")
+        one = [r for r in results if r.cfg.name == "onnxruntime intra_op=1" and r.timings]
+        if one:
+            per_core = statistics.median(t.cpu_rate for t in one[0].timings.values())
+            out.append(f"ONNX Runtime with intra_op=1 costs {1000 / per_core:.1f} CPU-ms per image (median over batch "
+                       f"sizes): an idle core would do ≈{per_core:.0f} images/s, so {os.cpu_count()} free cores with one "
+                       f"1-thread worker each ≈{per_core * (os.cpu_count() or 1):.0f} images/s (projection, not a "
+                       "measurement).")
     for r in results:
         if not r.cfg.fp32_exact and r.timings:
             bestb = max(r.timings, key=lambda b: r.timings[b].rate)

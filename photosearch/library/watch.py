@@ -26,8 +26,8 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
+        if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
+            return  # a folder's own "modified" accompanies changes inside it, which are handled on their own
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         for p in paths:
             p = os.fsdecode(p)
