@@ -45,6 +45,7 @@ class HeadTrainConfig:
     warmup_epochs: int = 3
     seed: int = 0
     train_temperature: bool = True
+    clean_fraction: float | None = None  # share of steps on a photo's clean view (None: all views equally likely)
 
 
 @dataclass
@@ -113,7 +114,11 @@ def train_heads(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2:
                 continue
-            views = torch.from_numpy(rng.integers(0, n_views, len(idx)))
+            if cfg.clean_fraction is None or n_views == 1:
+                views = torch.from_numpy(rng.integers(0, n_views, len(idx)))
+            else:
+                augmented = rng.integers(1, n_views, len(idx))
+                views = torch.from_numpy(np.where(rng.random(len(idx)) < cfg.clean_fraction, 0, augmented))
             caps = torch.tensor([data.captions_of[i][rng.integers(len(data.captions_of[i]))] for i in idx])
             idx_t = torch.from_numpy(idx)
             img = heads.image(pooled[views, idx_t], logits[views, idx_t])  # (B, D)
