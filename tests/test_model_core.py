@@ -194,3 +194,32 @@ def test_jpeg_draft_decodes_large_photos_small(tmp_path):
     assert 224 <= min(im.size) < 800
     arr = ImagePreprocessor(PreprocessConfig(size=224))(p)
     assert arr.shape == (3, 224, 224) and arr.dtype == np.float32
+
+
+def test_second_start_needs_no_torch(tiny_checkpoint, tmp_path):
+    """After one torch load has exported and verified both towers, the model loads from ONNX alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PHOTOSEARCH_CACHE=str(tmp_path / "cache"))
+    ref = load_model(tiny_checkpoint, device="cpu", image_backend="torch")
+    code = (
+        "import sys, numpy as np; from photosearch.model import load_model; "
+        f"m = load_model({str(tiny_checkpoint)!r}); "
+        "np.save(sys.argv[1], m.encode_texts(['a red car', 'the sea'])); "
+        "np.save(sys.argv[2], m.encode_images([sys.argv[3]])); "
+        "print(type(m).__name__, 'torch' in sys.modules)"
+    )
+    photo = write_photo(tmp_path / "p.jpg", 3)
+    first = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t1.npy"), str(tmp_path / "i1.npy"), str(photo)],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["EmbeddingModel", "True"]  # first start: torch, exports made and verified
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t2.npy"), str(tmp_path / "i2.npy"),
+                             str(photo)], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["OnnxModel", "False"]
+    texts = np.load(tmp_path / "t2.npy")
+    assert (texts * ref.encode_texts(["a red car", "the sea"])).sum(1).min() >= 0.9999
+    assert (np.load(tmp_path / "i2.npy") * ref.encode_images([photo])).sum(1).min() >= 0.9999

@@ -105,6 +105,12 @@ def load_model(
         raise CheckpointNotFoundError(
             f"The model folder {path} does not exist. For the shipped model, run `make model` from the source tree."
         )
+    if image_backend in ("auto", "onnx") and str(device) in ("auto", "cpu", "None") and not _cuda_present(device):
+        from photosearch.model.onnx_model import try_load_onnx_only
+
+        fast = try_load_onnx_only(path)  # verified ONNX exports of this checkpoint: no torch needed at all
+        if fast is not None:
+            return fast
     from photosearch.model.encoder import checkpoint_kind
 
     kind = checkpoint_kind(path)
@@ -122,7 +128,15 @@ def load_model(
             "CLIP or SigLIP folders (save_pretrained)"
         )
     if image_backend != "torch" and model.device.type == "cpu":
-        from photosearch.model.fastpath import enable_onnx
+        from photosearch.model.fastpath import enable_onnx, enable_onnx_text
 
-        enable_onnx(model, required=image_backend == "onnx")
+        if enable_onnx(model, required=image_backend == "onnx"):
+            enable_onnx_text(model)  # prepares the torch-free start for next time
     return model
+
+
+def _cuda_present(device) -> bool:
+    """Whether "auto" would pick a GPU, without importing torch (a GPU machine takes the torch path)."""
+    if str(device) == "cpu":
+        return False
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")

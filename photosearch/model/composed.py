@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -19,21 +18,15 @@ from photosearch.model.config import (
     DualEncoderConfig,
     TextTowerConfig,
     WeightsSource,
-    read_json,
 )
+from photosearch.model.composed_config import compute_model_id, read_config, verified_config  # noqa: F401
 from photosearch.model.encoder import EmbeddingModel, ModelInfo, Tokenizer, pick_device
-from photosearch.model.errors import CheckpointCorruptError, CheckpointNotFoundError, WeightsHashMismatchError
+from photosearch.model.errors import CheckpointCorruptError
 from photosearch.model.towers import DualEncoder
 from photosearch.model.weights import load_state_dict_file, resolve_source, sha256_file
 
 log = logging.getLogger(__name__)
 TOKENIZER_DIR = "tokenizer"
-
-
-def compute_model_id(cfg: DualEncoderConfig) -> str:
-    """Stable id: SHA-256 over the behaviour-defining config (which records every weights hash), 16 hex digits."""
-    blob = json.dumps(cfg.identity_dict(), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def make_tokenizer(cfg: TextTowerConfig, checkpoint_dir: Path | None = None) -> Tokenizer:
@@ -120,30 +113,11 @@ def save_checkpoint(
     return cfg
 
 
-def read_config(path: str | Path) -> DualEncoderConfig:
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointNotFoundError(f"{path} is not a folder; a model checkpoint is a folder with config.json")
-    return DualEncoderConfig.from_dict(read_json(path / CONFIG_FILE))
-
-
 def load_dual_encoder_module(path: str | Path) -> tuple[DualEncoder, DualEncoderConfig]:
     """Build the torch module of a composed checkpoint, verifying every hash on the way."""
     path = Path(path)
-    cfg = read_config(path)
+    cfg = verified_config(path)
     weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointNotFoundError(f"{weights} is missing; the checkpoint is incomplete — re-export it")
-    actual = sha256_file(weights)
-    if cfg.weights_sha256 and actual != cfg.weights_sha256:
-        raise WeightsHashMismatchError(
-            f"{weights} does not match the hash in config.json (file was changed or truncated); re-export or "
-            "re-download the model"
-        )
-    if cfg.model_id and compute_model_id(cfg) != cfg.model_id:
-        raise CheckpointCorruptError(
-            f"{path / CONFIG_FILE} was edited after export (its model id no longer matches); re-export the model"
-        )
     module = DualEncoder(cfg, checkpoint_dir=path)
     sd = load_state_dict_file(weights)
     expected = module.head_state_dict().keys() if cfg.image.weights or cfg.text.weights else module.state_dict().keys()

@@ -19,18 +19,10 @@ from torch import nn
 
 from photosearch.model.encoder import EmbeddingModel, l2_normalize
 from photosearch.model.errors import ModelError
+from photosearch.model.onnx_model import FastTokenizer, _session, export_paths, tokenizer_dir
 
 log = logging.getLogger(__name__)
 PARITY_MIN_COSINE = 0.9999
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("PHOTOSEARCH_CACHE")
-    if base:
-        return Path(base)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("photosearch"))
 
 
 class _ImagePart(nn.Module):
@@ -96,7 +88,7 @@ def enable_onnx(model: EmbeddingModel, required: bool = False, threads: int | No
             raise ModelError("ONNX Runtime is not installed: pip install onnxruntime") from None
         return False
     size = model.preprocess_config.size
-    path = cache_dir() / "onnx" / f"{model.model_id}-{size}.onnx"
+    path = export_paths(model.model_id, size)[0]
     try:
         if not path.is_file():
             log.info("exporting %s image tower to ONNX at %s", model.info.name, path)
@@ -121,4 +113,64 @@ def enable_onnx(model: EmbeddingModel, required: bool = False, threads: int | No
         return False
     model.set_image_runner(runner, "onnx")
     log.info("image encoding via ONNX Runtime (min cosine vs torch %.6f)", cos)
+    return True
+
+
+class _TextPart(nn.Module):
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.module.encode_text(input_ids=input_ids, attention_mask=attention_mask)
+
+
+PROBE_TEXTS = ["a cat", "dog on a beach at sunset", "A US 25 cent piece ($.25) called a quarter.",
+               "the red car parked next to a very old stone house by the sea, photographed at night in winter " * 3,
+               "T-shirt", "ünïcödé café", ""]
+
+
+def enable_onnx_text(model: EmbeddingModel, threads: int | None = None) -> bool:
+    """Export the text tower + head to ONNX and verify it (with the ``tokenizers``-library tokenizer) against
+    torch, so later starts can load without torch (``photosearch.model.onnx_model``). Composed models only."""
+    if model.info.kind != "dual_encoder":
+        return False
+    from photosearch.model.composed_config import read_config
+
+    path = export_paths(model.model_id, model.preprocess_config.size)[1]
+    verified = path.with_suffix(".verified")
+    try:
+        cfg = read_config(model.info.path)
+        tokenize = FastTokenizer(tokenizer_dir(cfg.text, Path(model.info.path)), cfg.text.max_length)
+        if not path.is_file():
+            verified.unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+            os.close(fd)
+            try:
+                ids = torch.from_numpy(tokenize(["a photo of a cat", "x"])["input_ids"])
+                with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        _TextPart(model.module).eval().cpu(), (ids, torch.ones_like(ids)), tmp,
+                        input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                      "embedding": {0: "batch"}},
+                        opset_version=17, dynamo=False,
+                    )
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        if not verified.is_file():
+            session = _session(path, threads)
+            got = session.run(None, tokenize(PROBE_TEXTS))[0]
+            cos = min_cosine(model._text_runner(PROBE_TEXTS), got)
+            if cos < PARITY_MIN_COSINE:
+                path.unlink(missing_ok=True)
+                raise ModelError(f"ONNX text path disagrees with torch (min cosine {cos:.6f})")
+            verified.write_text(f"{cos:.8f}\n")
+    except Exception as e:  # noqa: BLE001 - torch keeps serving text; only the fast start is lost
+        log.warning("ONNX text export unavailable for %s: %s", model.info.name, e)
+        return False
     return True

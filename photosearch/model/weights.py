@@ -7,7 +7,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from photosearch.model.config import WeightsSource
 from photosearch.model.errors import (
@@ -16,6 +16,9 @@ from photosearch.model.errors import (
     CheckpointNotFoundError,
     WeightsHashMismatchError,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -82,6 +85,8 @@ def verified_file(src: WeightsSource, checkpoint_dir: Path | None = None) -> Pat
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors from .safetensors, or from a .pth/.bin via torch.load(weights_only=True) (no arbitrary code)."""
+    import torch
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
