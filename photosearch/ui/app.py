@@ -63,12 +63,17 @@ def _install_probe(app, window) -> None:
     if not query:
         return
 
-    def done(_rid, results, _info) -> None:
-        print(f"probe first-result {time.time():.3f} {len(results)}", flush=True)
-        window.close()
-        app.quit()
+    from PySide6.QtCore import QObject, Slot
 
-    window.searcher.results.connect(done)
+    class Probe(QObject):  # lives on the UI thread, so the results signal is delivered there (queued)
+        @Slot(int, object, str)
+        def done(self, _rid, results, _info) -> None:
+            print(f"probe first-result {time.time():.3f} {len(results)}", flush=True)
+            window.close()
+            app.quit()
+
+    window._probe = Probe()
+    window.searcher.results.connect(window._probe.done)
     window.search.setText(query)
     window.run_search()
 

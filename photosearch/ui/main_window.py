@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         self._request_id = 0
         self._last_search = 0.0
         self._failed_files: list[tuple[str, str]] = []
+        self._closed = False
 
         # workers
         self.thumbs = ThumbnailLoader(library.folder / "thumbnails")
@@ -243,6 +244,7 @@ class MainWindow(QMainWindow):
             self.run_search()
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._closed = True  # signals still queued from the workers must not touch the closed library
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("splitter", self.splitter.saveState())
         self.settings.setValue("last_query", self.search.text())
@@ -329,6 +331,8 @@ class MainWindow(QMainWindow):
         self.run_search()
 
     def _results(self, request_id: int, results: list, info: str) -> None:
+        if self._closed:
+            return
         if request_id != self._request_id:
             return
         self.model.set_results(results)
@@ -440,6 +444,8 @@ class MainWindow(QMainWindow):
 
     # -- indexing status ------------------------------------------------------------------------------
     def _index_state(self, state: str) -> None:
+        if self._closed:
+            return
         busy = state != "idle"
         self.progress.setVisible(busy)
         self.pause_button.setVisible(busy)
@@ -453,6 +459,8 @@ class MainWindow(QMainWindow):
             self.indexer.pause()
 
     def _index_progress(self, p) -> None:
+        if self._closed:
+            return
         if p.phase == "scanning":
             self.progress.setRange(0, 0)
             self.show_message("Looking for new and changed photos\u2026")
@@ -468,6 +476,8 @@ class MainWindow(QMainWindow):
                 self.run_search()  # searching while indexing sees what is indexed so far
 
     def _index_finished(self, report) -> None:
+        if self._closed:
+            return
         self._failed_files = list(report.failed)
         parts = [f"{report.indexed:,} photos indexed" if report.indexed else "Library up to date"]
         if report.moved:

@@ -83,7 +83,7 @@ class ResultsModel(QAbstractListModel):
         self._pixmaps[path] = pm
         while len(self._pixmaps) > 2000:
             self._pixmaps.popitem(last=False)
-        for row in rows:
+        for row in rows:  # one range per row: a range spanning the whole list would make the view touch every item
             idx = self.index(row)
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
@@ -110,6 +110,6 @@ class ResultsView(QListView):
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setLayoutMode(QListView.LayoutMode.Batched)
-        self.setBatchSize(400)
+        self.setLayoutMode(QListView.LayoutMode.Batched)  # 100k results are laid out in slices between events
+        self.setBatchSize(1000)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)

@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QMetaObject, QObject, QRunnable, QSize, Qt, QThread, QThreadPool, Signal, Slot
-from PySide6.QtGui import QImage, QImageReader
+from PySide6.QtCore import QMetaObject, QObject, QRunnable, Qt, QThread, QThreadPool, Signal, Slot
+from PySide6.QtGui import QImage
 
 from photosearch.library import Control, Library
 from photosearch.search import Filters, QueryError, Searcher, Term
@@ -155,27 +155,35 @@ def thumbnail_cache_path(cache_dir: Path, path: str, size: int) -> Path:
     return cache_dir / key[:2] / f"{key}.jpg"
 
 
-def load_thumbnail(path: str, size: int, cache_dir: Path | None) -> QImage:
-    """Decode a photo straight to thumbnail size (QImageReader scales JPEGs in the decoder); cache on disk."""
+def load_thumbnail(path: str, size: int, cache_dir: Path | None) -> tuple[bytes, int, int] | None:
+    """Decode a photo straight to thumbnail size with Pillow (JPEG draft mode, EXIF orientation) and cache it
+    on disk. Returns RGB bytes and the size, or None. Runs in worker threads, so it makes no Qt calls."""
+    from PIL import Image
+
+    from photosearch.model.preprocess import open_image
+
     cached = thumbnail_cache_path(cache_dir, path, size) if cache_dir else None
     if cached is not None and cached.is_file():
-        img = QImage(str(cached))
-        if not img.isNull():
-            return img
-    reader = QImageReader(path)
-    reader.setAutoTransform(True)  # EXIF orientation
-    src = reader.size()
-    if src.isValid() and (src.width() > size or src.height() > size):
-        reader.setScaledSize(src.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio))
-    img = reader.read()
-    if img.isNull():
-        return img
+        try:
+            with Image.open(cached) as im:
+                im = im.convert("RGB")
+                return im.tobytes(), im.width, im.height
+        except OSError:
+            pass
+    try:
+        im = open_image(path, min_side=size)
+    except Exception:  # noqa: BLE001 - a vanished or broken photo just gets no thumbnail
+        return None
+    im.thumbnail((size, size), Image.Resampling.BILINEAR)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
-        if img.save(str(tmp), "JPG", 85):
+        try:
+            im.save(tmp, "JPEG", quality=85)
             os.replace(tmp, cached)
-    return img
+        except OSError:
+            pass
+    return im.tobytes(), im.width, im.height
 
 
 class _ThumbJob(QRunnable):
@@ -185,28 +193,44 @@ class _ThumbJob(QRunnable):
 
     def run(self) -> None:
         try:
-            img = load_thumbnail(self.path, self.size, self.loader.cache_dir)
-        except Exception:  # noqa: BLE001 - a vanished or broken photo just gets no thumbnail
-            img = QImage()
-        self.loader.loaded.emit(self.path, self.size, img)
+            raw = load_thumbnail(self.path, self.size, self.loader.cache_dir)
+        except Exception:  # noqa: BLE001
+            raw = None
+        self.loader._raw.emit(self.path, self.size, raw)
 
 
 class ThumbnailLoader(QObject):
     """Decodes thumbnails on a thread pool; ``loaded`` is delivered to the UI thread as a QImage."""
 
     loaded = Signal(str, int, QImage)
+    _raw = Signal(str, int, object)  # from worker threads: RGB bytes + size, or None
 
     def __init__(self, cache_dir: Path | None, threads: int = 2):
         super().__init__()
         self.cache_dir = cache_dir
         self.pool = QThreadPool()
         self.pool.setMaxThreadCount(threads)
+        self.pool.setThreadPriority(QThread.Priority.LowPriority)  # the UI thread wins the CPU while scrolling
         self._queued: set[tuple[str, int]] = set()
-        self.loaded.connect(lambda p, s, _i: self._queued.discard((p, s)))
+        self._raw.connect(self._to_qimage)  # queued: runs on the UI thread, where the loader lives
+
+    @Slot(str, int, object)
+    def _to_qimage(self, path: str, size: int, raw) -> None:
+        self._queued.discard((path, size))
+        img = QImage()
+        if raw is not None:
+            data, w, h = raw
+            img = QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        self.loaded.emit(path, size, img)
+
+    MAX_PENDING = 96  # about two screens of thumbnails; older requests are for photos scrolled past
 
     def request(self, path: str, size: int) -> None:
         if (path, size) in self._queued:
             return
+        if len(self._queued) >= self.MAX_PENDING:
+            self.pool.clear()  # drop queued (not started) jobs: the view asks again for what it still shows
+            self._queued.clear()
         self._queued.add((path, size))
         self.pool.start(_ThumbJob(self, path, size))
 
