@@ -205,7 +205,7 @@ class ThumbnailLoader(QObject):
     loaded = Signal(str, int, QImage)
     _raw = Signal(str, int, object)  # from worker threads: RGB bytes + size, or None
 
-    def __init__(self, cache_dir: Path | None, threads: int = 2):
+    def __init__(self, cache_dir: Path | None, threads: int = 1):
         super().__init__()
         self.cache_dir = cache_dir
         self.pool = QThreadPool()
