@@ -22,7 +22,10 @@ from tests.conftest import write_photo  # noqa: E402
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-def screenshot(window, name: str) -> None:
+def screenshot(window, name: str, qtbot=None) -> None:
+    if qtbot is not None and window.model.rowCount():  # let the visible thumbnails arrive first
+        want = min(window.model.rowCount(), 6)
+        qtbot.waitUntil(lambda: len(window.model._pixmaps) >= want, timeout=15000)
     ARTIFACTS.mkdir(exist_ok=True)
     window.grab().save(str(ARTIFACTS / f"{name}.png"))
 
@@ -64,7 +67,7 @@ def test_first_run_then_typing_shows_results(window, qtbot, tmp_path):
     window.view.setCurrentIndex(window.model.index(0))
     qtbot.waitUntil(lambda: window.preview.result is not None)
     assert window.preview.info.text().startswith("photo")
-    screenshot(window, "02-text-results")
+    screenshot(window, "02-text-results", qtbot)
     qtbot.keyClick(window.search, Qt.Key.Key_Return)
     assert window.search.history[-1] == "a red car"
 
@@ -82,7 +85,7 @@ def test_drop_file_url_and_raw_image_data(window, qtbot, tmp_path):
     mime.setUrls([QUrl.fromLocalFile(str(paths[5]))])
     drop(window, mime)
     qtbot.waitUntil(lambda: window.model.rowCount() > 0 and results_paths(window)[0] == str(paths[5]), timeout=10000)
-    screenshot(window, "03-dropped-photo")
+    screenshot(window, "03-dropped-photo", qtbot)
     window.query_pane.clear()
     raw = QMimeData()
     raw.setData("image/png", QByteArray(open(write_photo(tmp_path / "x.png", 7, size=(200, 150)), "rb").read()))
@@ -125,7 +128,7 @@ def test_watched_folder_add_delete_and_corrupt_file(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.problems_button.isVisible(), timeout=15000)
     assert "1 files could not be read" in window.problems_button.text()
     assert window.model.rowCount() == 4
-    screenshot(window, "04-watched-folder")
+    screenshot(window, "04-watched-folder", qtbot)
 
 
 def test_pause_resume_changes_worker_state(window, qtbot, tmp_path):
@@ -180,3 +183,30 @@ def test_vanished_folder_is_marked_offline(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: "(offline)" in window.folder_filter.itemText(1), timeout=15000)
     assert window.library.store.counts(window.library.model.model_id)["indexed"] == 3
     assert os.path.isdir(tmp_path / "unplugged")
+
+
+def test_window_state_and_last_query_are_remembered(qtbot, tmp_path, tiny_checkpoint):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+    def open_window():
+        lib = Library(tmp_path / "lib", lambda: load_model(tiny_checkpoint, device="cpu", image_backend="torch"))
+        w = MainWindow(lib, settings, watch=False)
+        qtbot.addWidget(w)
+        w.show()
+        return w
+
+    w = open_window()
+    w.resize(1000, 640)
+    w.splitter.setSizes([150, 600, 250])
+    size = (w.width(), w.height())
+    w.search.setText("sunset at the beach")
+    w.search.remember("sunset at the beach")
+    sizes = w.splitter.sizes()
+    w.close()
+    w2 = open_window()
+    assert w2.search.text() == "sunset at the beach"
+    assert w2.search.history[-1] == "sunset at the beach"
+    # (the offscreen platform clamps restored sizes to its virtual screen, so check what was stored)
+    assert settings.value("geometry") is not None and size[1] == w2.height()
+    assert (w2.splitter.sizes()[0], w2.splitter.sizes()[2]) == (sizes[0], sizes[2])  # side panes kept
+    w2.close()

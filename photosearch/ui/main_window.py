@@ -123,7 +123,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(settings_button)
 
         # centre: query pane | results stack | preview
-        self.query_pane = QueryPane()
+        self.query_pane = QueryPane(self.thumbs)
         self.model = ResultsModel(self.thumbs)
         self.view = ResultsView()
         self.view.setModel(self.model)

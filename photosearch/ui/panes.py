@@ -74,8 +74,11 @@ class QueryPane(QFrame):
     photo_changed = Signal(object)  # str path | bytes | None
     problem = Signal(str)
 
-    def __init__(self, parent=None):
+    def __init__(self, loader=None, parent=None):
         super().__init__(parent)
+        self.loader = loader
+        if loader is not None:
+            loader.loaded.connect(self._thumbnail)
         self.setAcceptDrops(True)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setMinimumWidth(180)
@@ -111,30 +114,48 @@ class QueryPane(QFrame):
         if photo is None:
             self.problem.emit(problem)
             return False
-        self.set_photo(photo)
+        preview = mime.imageData() if isinstance(photo, bytes) and mime.hasImage() else None
+        self.set_photo(photo, preview if isinstance(preview, QImage) and not preview.isNull() else None)
         return True
 
-    def set_photo(self, photo: str | bytes) -> None:
-        img = QImage()
-        if isinstance(photo, str):
-            reader = QImageReader(photo)
-            reader.setAutoTransform(True)
-            reader.setScaledSize(reader.size().scaled(220, 220, Qt.AspectRatioMode.KeepAspectRatio))
-            img = reader.read()
-            name = os.path.basename(photo)
-        else:
-            img.loadFromData(QByteArray(photo))
-            name = "pasted photo"
+    def set_photo(self, photo: str | bytes, preview: QImage | None = None) -> None:
+        """Make ``photo`` the query. A file's preview is decoded by the thumbnail loader off the UI thread; dropped
+        or pasted image data is shown from ``preview`` when the clipboard already holds it decoded."""
+        name = os.path.basename(photo) if isinstance(photo, str) else "pasted photo"
+        if isinstance(photo, str) and self.loader is not None and preview is None:
+            self.photo = photo
+            self.image.setText("(loading…)")
+            self.loader.request(photo, 220)
+            self._shown(name, photo)
+            return
+        img = preview if preview is not None else QImage()
+        if preview is None:
+            img.loadFromData(QByteArray(photo) if isinstance(photo, bytes) else QByteArray(open(photo, "rb").read()))
         if img.isNull():
             self.problem.emit(f"{name} cannot be decoded as an image")
             return
         self.photo = photo
-        self.image.setPixmap(QPixmap.fromImage(img).scaled(220, 220, Qt.AspectRatioMode.KeepAspectRatio,
-                                                           Qt.TransformationMode.SmoothTransformation))
+        self._set_pixmap(img)
+        self._shown(name, photo)
+
+    def _shown(self, name: str, photo: str | bytes) -> None:
         self.caption.setText(name)
         self.hint.setVisible(False)
         self.clear_button.setVisible(True)
         self.photo_changed.emit(photo)
+
+    def _set_pixmap(self, img: QImage) -> None:
+        self.image.setPixmap(QPixmap.fromImage(img).scaled(220, 220, Qt.AspectRatioMode.KeepAspectRatio,
+                                                           Qt.TransformationMode.SmoothTransformation))
+
+    def _thumbnail(self, path: str, size: int, img: QImage) -> None:
+        if size != 220 or path != self.photo:
+            return
+        if img.isNull():
+            self.problem.emit(f"{os.path.basename(path)} cannot be decoded as an image")
+            self.clear()
+        else:
+            self._set_pixmap(img)
 
     def clear(self) -> None:
         if self.photo is None:
