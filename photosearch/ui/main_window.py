@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self._closed = True  # signals still queued from the workers must not touch the closed library
+        self.debounce.stop()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("splitter", self.splitter.saveState())
         self.settings.setValue("last_query", self.search.text())
@@ -309,6 +310,8 @@ class MainWindow(QMainWindow):
 
     def run_search(self) -> None:
         self.debounce.stop()
+        if self._closed:
+            return
         if not self.library.store.folders():
             self.stack.setCurrentIndex(PAGE_EMPTY)
             return
