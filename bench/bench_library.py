@@ -14,8 +14,10 @@
    memory is that of a running app (model + index loaded). Text queries go through ``Searcher.search``, photo
    queries through ``Searcher.similar`` with a real 12 MP JPEG.
 
-Prints Markdown tables as results come in and writes them to ``--out``. The load average is recorded with each
-section because the machine may be shared.
+Prints Markdown tables as results come in and writes them to ``--out`` after each section (section 3: after each
+size, with raw numbers appended to ``<out>.jsonl``), so an interrupted run keeps what it measured. A size whose HNSW
+build, extrapolated (N log N) from the previous size, exceeds ``--max-build-minutes`` is skipped with a note. The
+load average is recorded with each section because the machine may be shared.
 """
 
 from __future__ import annotations
