@@ -49,6 +49,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._common import proc_status_mib  # noqa: E402
 
 PARITY_MIN_COSINE = 0.9999  # the bar photosearch.model.fastpath applies before it enables a fast path
 TARGET_IMAGES_PER_S = 70.0  # what the indexing pipeline needs on the 2-core reference machine
@@ -74,16 +75,6 @@ def l2n(x: np.ndarray) -> np.ndarray:
 
 def min_cos(a: np.ndarray, b: np.ndarray) -> float:
     return float((l2n(a) * l2n(b)).sum(-1).min())
-
-
-def proc_status_mib(field_name: str) -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def load1() -> float:

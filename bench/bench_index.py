@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import proc_status_mib  # noqa: E402
 
 from photosearch.index import VectorIndex, exact_search, recall_at_k
 
@@ -36,17 +37,6 @@ def clustered(n: int, dim: int, clusters: int, spread: float, seed: int, chunk: 
         x = centres[rng.integers(0, clusters, m)] + spread * rng.normal(size=(m, dim))
         out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
-
-
-def proc_status_mib(field: str) -> float:
-    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; NaN where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def run_one(args: argparse.Namespace) -> dict:

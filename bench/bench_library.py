@@ -41,6 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._common import proc_status_mib  # noqa: E402
 
 PHOTO_CACHE = Path("/tmp/photosearch-bench-12mp")
 RESCAN_CACHE = Path("/tmp/photosearch-bench-rescan")
@@ -64,17 +65,6 @@ def load_avg() -> str:
     except OSError:
         return "n/a"
     return f"{a:.2f} / {b:.2f} / {c:.2f}"
-
-
-def proc_status_mib(field: str) -> float:
-    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; NaN where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def pct(values: Sequence[float], q: float) -> float:
