@@ -59,6 +59,8 @@ __all__ = [
     "pick_device",
     "load_model",
     "resolve_model_path",
+    "user_models_dir",
+    "installed_models",
 ]
 
 
@@ -75,8 +77,35 @@ def default_model_dir() -> Path:
     return resources_dir() / "models" / "default"
 
 
+def user_models_dir() -> Path:
+    """Where ``python -m training export`` puts models by default; the app lists them in its settings.
+
+    $PHOTOSEARCH_MODELS overrides it (tests, portable installs).
+    """
+    if os.environ.get("PHOTOSEARCH_MODELS"):
+        return Path(os.environ["PHOTOSEARCH_MODELS"])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("photosearch", appauthor=False)) / "models"
+
+
+def installed_models() -> list[tuple[str, Path]]:
+    """(name, folder) of every model folder under :func:`user_models_dir` and the shipped ``resources/models``.
+
+    A folder counts when it has a ``config.json``; the shipped default comes first, then the others by name.
+    """
+    found: dict[str, Path] = {}
+    for root in (resources_dir() / "models", user_models_dir()):
+        if root.is_dir():
+            for d in sorted(root.iterdir()):
+                if d.is_dir() and (d / "config.json").is_file():
+                    found.setdefault(d.name, d)
+    return sorted(found.items(), key=lambda kv: (kv[0] != "default", kv[0].lower()))
+
+
 def resolve_model_path(name_or_dir: str | Path | None) -> Path:
-    """'default' (or None) → the shipped model; a name of a folder under resources/models; else a folder path."""
+    """'default' (or None) → the shipped model; a name of a folder under resources/models or
+    :func:`user_models_dir`; else a folder path."""
     if name_or_dir in (None, "", "default"):
         return default_model_dir()
     p = Path(name_or_dir).expanduser()
@@ -85,6 +114,9 @@ def resolve_model_path(name_or_dir: str | Path | None) -> Path:
     shipped = resources_dir() / "models" / str(name_or_dir)
     if shipped.is_dir():
         return shipped
+    exported = user_models_dir() / str(name_or_dir)
+    if exported.is_dir():
+        return exported
     if any(sep in str(name_or_dir) for sep in ("/", "\\")) or str(name_or_dir).startswith((".", "~")):
         raise CheckpointNotFoundError(f"The model folder {p} does not exist")
     raise CheckpointNotFoundError(
