@@ -222,6 +222,9 @@ def test_flickr8k_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     ann = write(tmp_path / "Flickr8k.token.txt", "a.jpg#0\tfine\n\na.jpg#1 no tab here\n")
     with pytest.raises(DatasetError, match=r"Flickr8k\.token\.txt:3: expected 'IMAGE#N<TAB>caption'"):
         load_caption_data("flickr8k", ann)
+    kaggle = write(tmp_path / "captions.txt", "image,caption\na.jpg,a dog\n")
+    with pytest.raises(DatasetError, match=r"captions\.txt:1: expected .*it looks like a 'csv' file"):
+        load_caption_data("flickr8k", kaggle)
 
 
 def test_flickr30k_results_csv(tmp_path: Path) -> None:
@@ -230,7 +233,7 @@ def test_flickr30k_results_csv(tmp_path: Path) -> None:
     assert data.name == "flickr30k" and len(data.items) == 3 and data.num_captions == 15
     assert data.items[0].image == tmp_path / "flickr30k_images" / "flickr30k_images" / "500.jpg"
     assert data.items[2].captions[-1] == "A dog runs across the grass ."
-    assert any("results.csv:16: no '|' after the comment number" in n for n in data.notes)
+    assert "1 rows without '|' after the comment number, read as number + comment (results.csv:16)" in data.notes
     bad = write(tmp_path / "b" / "results.csv", "image_name| comment_number| comment\n1.jpg| 0| ok\n2.jpg only\n")
     with pytest.raises(DatasetError, match=r"results\.csv:3: expected 'image_name\| comment_number\| comment'"):
         load_caption_data("flickr30k", bad)
@@ -249,6 +252,8 @@ def test_karpathy_splits_and_filepath(tmp_path: Path) -> None:
         "COCO_val2014_000000000002.jpg", "COCO_val2014_000000000004.jpg"]
     train = load_caption_data("karpathy", ann, split="train+restval")
     assert len(train.items) == 3
+    # IMAGES may be the COCO root or one of its train2014/ val2014/ folders
+    assert load_caption_data("karpathy", ann, tmp_path / "val2014", split="test").items == test.items
     with pytest.raises(DatasetError, match=r"no images with split testing; the file has: restval \(1 images\), "
                                            r"test \(2 images\), train \(2 images\), val \(1 images\)"):
         load_caption_data("karpathy", ann, split="testing")

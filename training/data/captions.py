@@ -231,7 +231,8 @@ def detect_format(annotations: Path | str) -> str:
     if path.is_dir():
         from training.data.tuxpaint import STAMPS_SUBDIR
 
-        if (path / STAMPS_SUBDIR).is_dir() or "tuxpaint" in path.as_posix().lower():
+        where = path.resolve().as_posix() + "/"
+        if (path / STAMPS_SUBDIR).is_dir() or "/tuxpaint/stamps/" in where or "/tuxpaint-stamps-default/" in where:
             return "tuxpaint"
         files = [p for p in path.rglob("*") if p.is_file() and not is_skipped_name(p.name)]
         stems = {p.with_suffix("") for p in files if p.suffix.lower() == ".txt"}
@@ -346,7 +347,8 @@ def _parse_token(path: Path, text: str) -> list[tuple[str, str]]:
             continue
         key, tab, caption = line.partition("\t")
         if not tab or not key.strip():
-            raise DatasetError(f"{path}:{n}: expected 'IMAGE#N<TAB>caption', got {_brief(line)}")
+            raise DatasetError(f"{path}:{n}: expected 'IMAGE#N<TAB>caption', got {_brief(line)}"
+                               f"{_hint(path, 'flickr8k') if n == 1 else ''}")
         pairs.append((re.sub(r"#\d+$", "", key.strip()), caption))
     return pairs
 
@@ -386,7 +388,7 @@ def _parse_flickr30k(path: Path, images: Path | None, split: str | None) -> tupl
     if first_n is None:
         raise DatasetError(f"{path}: empty file")
     header = [h.strip().lower() for h in lines[first_n].split("|")]
-    notes = []
+    notes, quirks = [], []
     if _TOKEN_LINE.match(lines[first_n]):
         pairs = _parse_token(path, text)
     elif header[:1] == ["image_name"] and len(header) == 3:
@@ -397,13 +399,16 @@ def _parse_flickr30k(path: Path, images: Path | None, split: str | None) -> tupl
             parts = line.split("|", 2)
             if len(parts) == 2 and _QUIRK.match(parts[1]):
                 parts = [parts[0], *_QUIRK.match(parts[1]).groups()]
-                notes.append(f"{path.name}:{n}: no '|' after the comment number; read as number + comment")
+                quirks.append(n)
             if len(parts) != 3 or not parts[0].strip():
                 raise DatasetError(f"{path}:{n}: expected 'image_name| comment_number| comment', got {_brief(line)}")
             pairs.append((parts[0].strip(), parts[2]))
     else:
         raise DatasetError(f"{path}: expected the Flickr30k header 'image_name| comment_number| comment' or "
                            f"'IMAGE#N<TAB>caption' lines, got {_brief(lines[first_n])}{_hint(path, 'flickr30k')}")
+    if quirks:
+        notes.append(f"{len(quirks)} rows without '|' after the comment number, read as number + comment "
+                     f"({path.name}:{', '.join(map(str, quirks[:_EXAMPLES]))})")
     guesses = [path.parent / "flickr30k_images", path.parent / "flickr30k-images", path.parent / "Images",
                path.parent.parent / "flickr30k-images", path.parent.parent / "flickr30k_images"]
     return "flickr30k", _group(pairs), _bases(path, images, guesses), notes
@@ -445,9 +450,11 @@ def _parse_karpathy(path: Path, images: Path | None, split: str | None) -> tuple
         records = [r for r in records if r[0] in wanted]
         name += f":{split}"
     pairs = [(rel, c) for _, rel, caps in records for c in caps]
-    guesses = [path.parent, path.parent.parent, *_flickr8k_guesses(path), path.parent / "flickr30k-images",
-               path.parent / "flickr30k_images", path.parent / "coco", path.parent.parent / "coco"]
-    # coco entries carry filepath (val2014/...), relative to the COCO root; keep the annotation folder first there
+    # COCO entries carry a filepath (val2014/...) relative to the COCO root: also look one level above IMAGES, for
+    # when IMAGES is the val2014/ folder itself
+    guesses = [*([images.parent] if images is not None else []), path.parent, path.parent.parent,
+               *_flickr8k_guesses(path), path.parent / "flickr30k-images", path.parent / "flickr30k_images",
+               path.parent / "coco", path.parent.parent / "coco"]
     return name, _group(pairs), _bases(path, images, guesses), []
 
 
