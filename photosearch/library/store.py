@@ -87,7 +87,28 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX photos_taken ON photos(taken_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(db: sqlite3.Connection) -> None:
+    """Auto-tags: the user's tags, which photos carry them (per model), and which photos were scored."""
+    _script(db, """
+        CREATE TABLE tags (name TEXT PRIMARY KEY, prompts TEXT NOT NULL, threshold REAL NOT NULL);
+        CREATE TABLE photo_tags (
+            photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            tag TEXT NOT NULL REFERENCES tags(name) ON DELETE CASCADE,
+            score REAL NOT NULL,
+            PRIMARY KEY (model_id, tag, photo_id)
+        );
+        CREATE INDEX photo_tags_photo ON photo_tags(photo_id);
+        CREATE TABLE tag_runs (
+            photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            tag TEXT NOT NULL REFERENCES tags(name) ON DELETE CASCADE,
+            PRIMARY KEY (model_id, tag, photo_id)
+        );
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

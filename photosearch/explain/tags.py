@@ -1,0 +1,175 @@
+"""Auto-tags: zero-shot classification of every photo into the user's tags, from stored vectors only.
+
+A tag is a name ("beach") and the prompts that describe it (by default a few templates around the name). A
+photo's raw score is the cosine between its vector and the tag's prompt vector. Raw cosines are not comparable
+across tags or photos (some photos are close to every text), so the score is **calibrated against the
+vocabulary**: how many standard deviations the tag stands above the photo's similarity to the ~1200 unrelated
+phrases of the describe vocabulary,
+
+    z = (v·t − v·μ) / sqrt(vᵀ C v)        μ, C: mean and covariance of the vocabulary's phrase vectors
+
+which costs two small matrix products per photo (no re-encoding, no per-phrase scores). A photo gets the tag
+when z ≥ the tag's threshold (:data:`DEFAULT_THRESHOLD`, chosen on held-out Tux Paint categories — see
+bench/RESULTS.md; each tag can be made stricter or looser).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from photosearch.model.base import EncoderBase
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = ("a photo of a {}", "a photo of {}", "{}")
+DEFAULT_THRESHOLD = 2.5  # on train-split Tux Paint categories: P 0.76 R 0.42 (held-out: P 0.82 R 0.46)
+SENSITIVITY = {"strict": 3.0, "normal": DEFAULT_THRESHOLD, "loose": 2.0}
+_NAME = re.compile(r"^[\w][\w .&'-]{0,39}$", re.UNICODE)
+
+
+class TagError(ValueError):
+    """A tag that cannot be defined (bad name, unknown tag)."""
+
+
+@dataclass
+class Tag:
+    name: str
+    prompts: tuple[str, ...] = ()  # empty: the templates around the name
+    threshold: float = DEFAULT_THRESHOLD
+
+    def texts(self) -> list[str]:
+        return list(self.prompts) if self.prompts else [t.format(self.name) for t in TEMPLATES]
+
+
+def check_name(name: str) -> str:
+    name = " ".join(name.strip().split())
+    if not _NAME.match(name) or ":" in name:
+        raise TagError(f"{name!r} is not a usable tag name: 1–40 letters, digits, spaces, '.', '&', ''' or '-'")
+    return name.lower()
+
+
+@dataclass
+class TagScorer:
+    """Calibrated tag scores for photo vectors of one model."""
+
+    mu: np.ndarray  # (D,)
+    cov: np.ndarray  # (D, D)
+    tag_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (D,) L2-normalised
+
+    @classmethod
+    def for_model(cls, model: EncoderBase, tags: list[Tag], vocabulary=None) -> TagScorer:
+        from photosearch.explain.describe import Vocabulary
+
+        vocab = vocabulary or Vocabulary.for_model(model)
+        mu, cov = vocab.background()
+        scorer = cls(mu.astype(np.float32), cov.astype(np.float32))
+        for t in tags:
+            v = model.encode_texts(t.texts()).mean(0)
+            scorer.tag_vectors[t.name] = (v / np.linalg.norm(v)).astype(np.float32)
+        return scorer
+
+    def scores(self, vectors: np.ndarray, names: list[str] | None = None, chunk: int = 20000) -> np.ndarray:
+        """(N, T) calibrated z-scores of N photo vectors for the tags ``names`` (all, in insertion order)."""
+        names = list(self.tag_vectors) if names is None else names
+        tv = np.stack([self.tag_vectors[n] for n in names], 1) if names else np.zeros((len(self.mu), 0), np.float32)
+        out = np.empty((len(vectors), len(names)), np.float32)
+        for i in range(0, len(vectors), chunk):
+            v = np.asarray(vectors[i : i + chunk], np.float32)
+            base = v @ self.mu  # (n,)
+            sd = np.sqrt(np.maximum(np.einsum("nd,nd->n", v @ self.cov, v), 1e-12))  # (n,)
+            out[i : i + chunk] = (v @ tv - base[:, None]) / sd[:, None]
+        return out
+
+
+# -- persistence in the library ----------------------------------------------------------------------------
+def list_tags(store) -> list[Tag]:
+    rows = store.query("SELECT name, prompts, threshold FROM tags ORDER BY name")
+    return [Tag(n, tuple(json.loads(p)), float(th)) for n, p, th in rows]
+
+
+def get_tag(store, name: str) -> Tag:
+    for t in list_tags(store):
+        if t.name == name.lower():
+            return t
+    raise TagError(f"there is no tag {name!r}; tags: {', '.join(t.name for t in list_tags(store)) or 'none yet'}")
+
+
+def save_tag(store, tag: Tag) -> Tag:
+    """Add or change a tag; its photos are computed again by the next :func:`apply_tags`."""
+    tag = Tag(check_name(tag.name), tuple(p.strip() for p in tag.prompts if p.strip()), float(tag.threshold))
+    with store.transaction() as db:
+        db.execute("INSERT INTO tags(name, prompts, threshold) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                   "prompts=excluded.prompts, threshold=excluded.threshold",
+                   (tag.name, json.dumps(list(tag.prompts)), tag.threshold))
+        db.execute("DELETE FROM photo_tags WHERE tag=?", (tag.name,))
+        db.execute("DELETE FROM tag_runs WHERE tag=?", (tag.name,))
+    return tag
+
+
+def remove_tag(store, name: str) -> None:
+    get_tag(store, name)
+    with store.transaction() as db:
+        db.execute("DELETE FROM tags WHERE name=?", (name.lower(),))  # photo_tags and tag_runs cascade
+
+
+@dataclass
+class TagReport:
+    photos: int  # photos scored in this run
+    assigned: dict[str, int]  # tag -> photos that have it now (all, not just this run)
+    seconds: float
+
+
+def apply_tags(library, photo_ids=None, scorer: TagScorer | None = None) -> TagReport:
+    """Score photos of the library's current model against every tag and store who passes. Only photos not
+    scored yet for a tag are scored (pass ``photo_ids`` to limit the run further); cheap enough to run after
+    every indexing batch."""
+    t0 = time.perf_counter()
+    store = library.store
+    tags = list_tags(store)
+    model = library.model
+    mid = model.model_id
+    if not tags:
+        return TagReport(0, {}, time.perf_counter() - t0)
+    todo: dict[str, set[int]] = {}
+    for t in tags:
+        done = {r[0] for r in store.query("SELECT photo_id FROM tag_runs WHERE model_id=? AND tag=?", (mid, t.name))}
+        ids = set(store.vector_ids(mid).tolist()) if photo_ids is None else {int(i) for i in photo_ids}
+        todo[t.name] = ids - done
+    want = sorted(set().union(*todo.values()))
+    if want:
+        scorer = scorer or TagScorer.for_model(model, tags)
+        ids, vecs = store.embeddings(mid, want if len(want) < len(store.vector_ids(mid)) else None)
+        z = scorer.scores(vecs, [t.name for t in tags]) if len(ids) else np.zeros((0, len(tags)), np.float32)
+        with store.transaction() as db:
+            for j, t in enumerate(tags):
+                sel = np.array([int(i) in todo[t.name] for i in ids], bool)
+                if not sel.any():
+                    continue
+                hit = sel & (z[:, j] >= t.threshold)
+                db.executemany("INSERT OR REPLACE INTO photo_tags(photo_id, model_id, tag, score) VALUES(?,?,?,?)",
+                               [(int(i), mid, t.name, float(s)) for i, s in zip(ids[hit], z[hit, j])])
+                db.executemany("INSERT OR IGNORE INTO tag_runs(photo_id, model_id, tag) VALUES(?,?,?)",
+                               [(int(i), mid, t.name) for i in ids[sel]])
+    counts = dict(store.query("SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag", (mid,)))
+    report = TagReport(len(want), {t.name: int(counts.get(t.name, 0)) for t in tags}, time.perf_counter() - t0)
+    log.info("tagged %d photos in %.2fs: %s", report.photos, report.seconds, report.assigned)
+    return report
+
+
+def tags_of(store, model_id: str, photo_id: int) -> list[tuple[str, float]]:
+    return [(n, float(s)) for n, s in store.query(
+        "SELECT tag, score FROM photo_tags WHERE model_id=? AND photo_id=? ORDER BY score DESC", (model_id, photo_id))]
+
+
+def tagged_ids(store, model_id: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(photo ids, scores) of the photos carrying a tag, best first."""
+    get_tag(store, name)
+    rows = store.query("SELECT photo_id, score FROM photo_tags WHERE model_id=? AND tag=? ORDER BY score DESC",
+                       (model_id, name.lower()))
+    return (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float32))
