@@ -143,6 +143,12 @@ def load_model(
         fast = try_load_onnx_only(path)  # verified ONNX exports of this checkpoint: no torch needed at all
         if fast is not None:
             return fast
+    if not _torch_available():
+        raise ModelError(
+            f"The model in {path} needs PyTorch, which this build of photosearch does not include: it runs only "
+            "models shipped with ONNX exports (the default model). Choose the default model in Settings, or use "
+            "the GPU build or a source install (pip install photosearch) for other models."
+        )
     from photosearch.model.encoder import checkpoint_kind
 
     kind = checkpoint_kind(path)
@@ -165,6 +171,16 @@ def load_model(
         if enable_onnx(model, required=image_backend == "onnx"):
             enable_onnx_text(model)  # prepares the torch-free start for next time
     return model
+
+
+def _torch_available() -> bool:
+    """Whether torch can be imported (the CPU installer bundle leaves it out), without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _cuda_present(device) -> bool:

@@ -2,7 +2,9 @@
 to torch) loads from those exports alone — ONNX Runtime + the ``tokenizers`` library, no torch, no transformers.
 
 The exports live in the cache (``$PHOTOSEARCH_CACHE`` or the user cache folder) under ``onnx/``, keyed by model
-id; ``photosearch.model.fastpath`` writes and verifies them the first time the model is loaded with torch.
+id; ``photosearch.model.fastpath`` writes and verifies them the first time the model is loaded with torch. A
+checkpoint may also carry its own pre-built, pre-verified exports in an ``onnx/`` folder next to its config.json
+(the installer bundle does: it ships no torch); those are tried first.
 """
 
 from __future__ import annotations
@@ -29,8 +31,18 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("photosearch"))
 
 
+SHIPPED_EXPORTS_DIR = "onnx"
+
+
 def export_paths(model_id: str, image_size: int) -> tuple[Path, Path]:
     folder = cache_dir() / "onnx"
+    return folder / f"{model_id}-{image_size}.onnx", folder / f"{model_id}-text.onnx"
+
+
+def shipped_export_paths(checkpoint_dir: Path, model_id: str, image_size: int) -> tuple[Path, Path]:
+    """Exports shipped with a checkpoint (``<checkpoint>/onnx/``, same names as in the cache; written by
+    packaging/build.py from exports verified against torch at build time)."""
+    folder = Path(checkpoint_dir) / SHIPPED_EXPORTS_DIR
     return folder / f"{model_id}-{image_size}.onnx", folder / f"{model_id}-text.onnx"
 
 
@@ -115,13 +127,14 @@ def try_load_onnx_only(path: Path, threads: int | None = None) -> OnnxModel | No
         from photosearch.model.composed_config import verified_config
 
         cfg = verified_config(path)
-        image_onnx, text_onnx = export_paths(cfg.model_id, cfg.preprocess.size)
-        if not (is_verified(image_onnx) and is_verified(text_onnx)):
-            return None
-        return OnnxModel(cfg, path, image_onnx, text_onnx, threads)
+        for image_onnx, text_onnx in (shipped_export_paths(path, cfg.model_id, cfg.preprocess.size),
+                                      export_paths(cfg.model_id, cfg.preprocess.size)):
+            if is_verified(image_onnx) and is_verified(text_onnx):
+                return OnnxModel(cfg, path, image_onnx, text_onnx, threads)
+        return None
     except Exception as e:  # noqa: BLE001 - any problem: the torch path loads (and reports errors properly)
         log.info("ONNX-only start unavailable for %s (%s); loading with torch", path, e)
         return None
 
 
-__all__ = ["OnnxModel", "export_paths", "is_verified", "read_json", "try_load_onnx_only"]
+__all__ = ["OnnxModel", "export_paths", "is_verified", "read_json", "shipped_export_paths", "try_load_onnx_only"]
