@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run model test demo clean
+.PHONY: setup run model test demo clean bundle
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ run: setup
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
+
+bundle: setup
+	$(PY) -m pip install --quiet -e ".[package]"
+	$(PY) packaging/build.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -71,6 +71,20 @@ def executable(bundle: Path) -> Path:
     return bundle / ("photosearch-cli.exe" if sys.platform == "win32" else "photosearch")
 
 
+def missing_system_libraries(bundle: Path) -> list[str]:
+    """Linux: libraries the bundled Qt window plugins (X11, Wayland) need that neither the bundle nor this build
+    machine has — PyInstaller bundles what the build machine has, so a user's machine will need these."""
+    if not sys.platform.startswith("linux") or not shutil.which("ldd"):
+        return []
+    internal = bundle / "_internal"
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{internal}:{internal / 'PySide6' / 'Qt' / 'lib'}")
+    missing: set[str] = set()
+    for plugin in sorted((internal / "PySide6" / "Qt" / "plugins" / "platforms").glob("libq*.so")):
+        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, env=env).stdout
+        missing |= {ln.split()[0] for ln in out.splitlines() if "not found" in ln}
+    return sorted(missing)
+
+
 def self_test(bundle: Path) -> int:
     """Run --self-test on a copy of the bundle outside the source tree, with no Python environment variables."""
     with tempfile.TemporaryDirectory(prefix="photosearch-bundle-check-") as tmp:
@@ -114,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         for p in sorted((REPO / "resources" / "icons").glob("photosearch-*.png")):
             shutil.copy2(p, icons / p.name)
     elapsed = time.perf_counter() - t0
+    missing = missing_system_libraries(bundle)
+    if missing:
+        print(f"note: the bundled Qt platform plugins need {', '.join(missing)}, which this build machine lacks; "
+              "they are not in the bundle, so the user's desktop must provide them (Debian/Ubuntu: libxcb-icccm4, "
+              "libxcb-keysyms1, ...). Install them here before building to ship them.")
     size = dir_size(bundle)
     print(f"bundle: {bundle} ({args.flavor}), {size / 1e6:.0f} MB unpacked ({size} bytes), built in {elapsed:.0f}s")
     if sys.platform == "darwin" and (dist / "photosearch.app").is_dir():
