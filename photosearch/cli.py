@@ -1,4 +1,4 @@
-"""The headless command line: index, search, similar, status, duplicates, forget.
+"""The headless command line: index, search, similar, status, duplicates, forget, explain, describe, tags.
 
 Output contract (scripts and benchmarks depend on it): with ``--json`` every query prints one line
 ``{"query": ..., "results": [{"path": ..., "score": ...}, ...]}`` in the order the queries were given;
@@ -12,9 +12,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 log = logging.getLogger("photosearch")
 
@@ -62,12 +62,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="what the library holds")
     p.add_argument("--json", action="store_true")
     p.add_argument("--failures", action="store_true", help="list the files that could not be indexed, with reasons")
-    p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate photos")
+    p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate photos (and moving the extra "
+                       "copies to the trash)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--threshold", type=float, default=0.92, help="visual cosine similarity (default 0.92)")
+    p.add_argument("--trash", action="store_true", help="move all but one photo of each group to the system trash "
+                   "(shows the plan; add --yes to do it; undo with `photosearch undo-trash`)")
+    p.add_argument("--keep", choices=KEEP_RULES, default="largest", help="which photo of a group stays (default: the "
+                   "largest in pixels, then bytes)")
+    p.add_argument("--yes", action="store_true", help="with --trash: really move the files")
+    sub.add_parser("undo-trash", parents=[common], help="put the photos last moved to the trash back")
     p = sub.add_parser("forget", parents=[common], help="remove a photo or a folder from the library (not from disk)")
     p.add_argument("paths", nargs="+", type=Path)
+    p = sub.add_parser("explain", parents=[common], help="heatmap of the regions of a photo that match a query")
+    p.add_argument("image", type=Path)
+    p.add_argument("query", help="text, or a photo's path (photo query)")
+    p.add_argument("--out", type=Path, default=Path("heatmap.png"), help="overlay image to write (default heatmap.png)")
+    p.add_argument("--method", default="auto", help="auto, grad-cam, grad-rollout, rollout or occlusion")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("describe", parents=[common], help="the vocabulary phrases that best describe a photo")
+    p.add_argument("images", nargs="*", type=Path)
+    p.add_argument("--top", type=int, default=8)
+    p.add_argument("--vocabulary", type=Path, help="a vocabulary file (one phrase per line; default: yours, else the "
+                   "shipped one)")
+    p.add_argument("--vocabulary-file", action="store_true", help="print the path of your own vocabulary file "
+                   "(created from the shipped one) to edit, and exit")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("tags", parents=[common], help="auto-tags: list, add, remove, apply")
+    p.add_argument("action", choices=("list", "add", "remove", "apply"), nargs="?", default="list")
+    p.add_argument("names", nargs="*", help="tag names (add/remove)")
+    p.add_argument("--prompt", action="append", default=[], help="text describing the tag (repeatable; default: "
+                   "'a photo of a NAME' and variants)")
+    p.add_argument("--sensitivity", choices=("strict", "normal", "loose"), default=None)
+    p.add_argument("--threshold", type=float, default=None, help="calibrated score a photo needs (default 2.5; "
+                   "higher = stricter)")
+    p.add_argument("--json", action="store_true")
     return ap
+
+
+KEEP_RULES = ("largest", "newest", "oldest", "first")
+
+
+def keeper(group, rule: str):
+    """The photo of a near-duplicate group that stays: largest (pixels, then bytes), newest/oldest (date taken,
+    else file time), or first (by path)."""
+    if rule == "largest":
+        return max(group, key=lambda r: ((r.width or 0) * (r.height or 0), r.size or 0, r.path))
+    if rule in ("newest", "oldest"):
+        import os
+
+        def when(r):
+            if r.taken_at is not None:
+                return r.taken_at
+            try:
+                return os.stat(r.path).st_mtime
+            except OSError:
+                return 0.0
+
+        pick = max if rule == "newest" else min
+        return pick(group, key=when)
+    return min(group, key=lambda r: r.path)
 
 
 def open_library(args: argparse.Namespace, **kw):
@@ -146,7 +200,18 @@ def cmd_index(args) -> int:
             print(f"  … and {len(report.failed) - 20} more (photosearch status --failures)")
         for f in report.offline:
             print(f"  folder offline, kept as it was: {f}")
+        _apply_tags_quietly(lib)
     return 0
+
+
+def _apply_tags_quietly(lib) -> None:
+    """Newly indexed photos get the library's auto-tags (only new photos are scored)."""
+    from photosearch.explain.tags import apply_tags
+
+    try:
+        apply_tags(lib)
+    except (OSError, ValueError) as e:
+        log.warning("auto-tags not updated: %s", e)
 
 
 def _filters(args):
@@ -238,8 +303,134 @@ def cmd_duplicates(args) -> int:
                 print(json.dumps({"group": [{"path": r.path, "score": round(r.score, 6), "size": r.size} for r in g]}))
             return 0
         print(f"{len(groups)} groups of near-duplicates")
+        extra = []
         for g in groups:
-            print("  " + "\n    ".join(f"{r.path} ({r.width}x{r.height}, {r.size} bytes)" for r in g))
+            keep = keeper(g, args.keep) if args.trash else None
+            print("  " + "\n    ".join(("keep  " if r is keep else "trash " if keep else "") +
+                                       f"{r.path} ({r.width}x{r.height}, {r.size} bytes)" for r in g))
+            extra += [r.path for r in g if keep is not None and r is not keep]
+        if args.trash and not args.yes:
+            print(f"would move {len(extra)} photos to the trash; add --yes to do it")
+        elif args.trash and extra:
+            moved, problems = lib.trash(extra)
+            print(f"moved {len(moved)} photos to the trash (undo: photosearch undo-trash)")
+            for p in problems:
+                print(f"  not moved: {p}", file=sys.stderr)
+            return 1 if problems else 0
+    return 0
+
+
+def cmd_undo_trash(args) -> int:
+    lib = open_library(args)
+    with lib:
+        restored, problems = lib.undo_trash()
+        print(f"restored {len(restored)} photos" if restored or not problems else "nothing restored")
+        for p in restored:
+            print(f"  {p}")
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        if not restored and not problems:
+            print("(nothing in the trash journal)")
+    return 1 if problems else 0
+
+
+def cmd_explain(args) -> int:
+    from photosearch.explain.heatmap import Explainer, render_overlay
+    from photosearch.model import load_model
+    from photosearch.model.preprocess import open_image
+    from photosearch.search.engine import encode_terms
+    from photosearch.search.query import parse_query
+
+    if not args.image.is_file():
+        print(f"no such file: {args.image}", file=sys.stderr)
+        return 1
+    lib = open_library(args)
+    with lib:
+        model = lib.model
+        vec, visual = encode_terms(model, parse_query(args.query))
+        ex = Explainer(model, lambda: load_model(model.info.path, device="cpu", image_backend="torch"))
+        hm = ex.explain(str(args.image), vec, visual, method=args.method)
+        render_overlay(open_image(str(args.image)), hm, max_side=1600).save(args.out)
+        if args.json:
+            print(json.dumps({"image": str(args.image), "query": args.query, "score": round(hm.score, 6),
+                              "method": hm.method, "out": str(args.out), "seconds": round(hm.seconds, 3)}))
+        else:
+            print(f"{args.image}: score {hm.score:.3f} for {args.query!r} ({hm.method}, {hm.seconds:.2f}s) → {args.out}")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from photosearch.explain.describe import Vocabulary, ensure_user_vocabulary
+
+    if args.vocabulary_file:
+        print(ensure_user_vocabulary())
+        return 0
+    if not args.images:
+        print("give a photo: photosearch describe PHOTO", file=sys.stderr)
+        return 2
+    lib = open_library(args)
+    status = 0
+    with lib:
+        vocab = Vocabulary.for_model(lib.model, path=args.vocabulary)
+        for img in args.images:
+            try:
+                vec = lib.model.encode_images([str(img)])[0]
+            except OSError as e:
+                print(f"{img}: {e}", file=sys.stderr)
+                status = 1
+                continue
+            top = vocab.describe(vec, args.top)
+            if args.json:
+                print(json.dumps({"image": str(img), "phrases": [{"phrase": p, "score": round(s, 6),
+                                                                  "share": round(w, 6)} for p, s, w in top]}))
+            else:
+                print(f"{img}:")
+                for p, s, w in top:
+                    print(f"  {s:.3f}  {p}" + (f"  ({w:.0%})" if w >= 0.01 else ""))
+    return status
+
+
+def cmd_tags(args) -> int:
+    from photosearch.explain.tags import (
+        DEFAULT_THRESHOLD,
+        SENSITIVITY,
+        Tag,
+        apply_tags,
+        list_tags,
+        remove_tag,
+        save_tag,
+    )
+
+    lib = open_library(args)
+    with lib:
+        store = lib.store
+        if args.action in ("add", "remove") and not args.names:
+            print(f"give tag names: photosearch tags {args.action} beach receipt", file=sys.stderr)
+            return 2
+        if args.action == "add":
+            th = args.threshold if args.threshold is not None else SENSITIVITY[args.sensitivity or "normal"]
+            for n in args.names:
+                save_tag(store, Tag(n, tuple(args.prompt), th))
+        elif args.action == "remove":
+            for n in args.names:
+                remove_tag(store, n)
+        if args.action in ("add", "apply"):
+            report = apply_tags(lib)
+            if not args.json:
+                print(f"scored {report.photos} photos in {report.seconds:.2f}s")
+        counts = dict(store.query("SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag",
+                                  (lib.model.model_id,)))
+        tags = list_tags(store)
+        if args.json:
+            print(json.dumps([{"name": t.name, "prompts": t.texts(), "threshold": t.threshold,
+                               "photos": int(counts.get(t.name, 0))} for t in tags]))
+        elif not tags:
+            print("no tags yet: photosearch tags add beach receipt screenshot")
+        else:
+            for t in tags:
+                extra = "" if t.threshold == DEFAULT_THRESHOLD else f", threshold {t.threshold:g}"
+                term = f'tag:"{t.name}"' if " " in t.name else f"tag:{t.name}"
+                print(f"  {t.name}: {counts.get(t.name, 0)} photos (search: {term}{extra})")
     return 0
 
 
@@ -253,7 +444,8 @@ def cmd_forget(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
-            "duplicates": cmd_duplicates, "forget": cmd_forget}
+            "duplicates": cmd_duplicates, "forget": cmd_forget, "undo-trash": cmd_undo_trash,
+            "explain": cmd_explain, "describe": cmd_describe, "tags": cmd_tags}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,9 +6,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,6 @@ from photosearch.index import IndexCorruptError, VectorIndex
 from photosearch.library.pipeline import Control, Decoded, Progress, ProgressCallback, RateMeter, decode_ahead
 from photosearch.library.scan import FileEntry, content_hash, walk_photos
 from photosearch.library.store import Folder, Store
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from photosearch.model import EmbeddingModel
@@ -211,12 +211,40 @@ class Library:
         if any(f.path == p for f in self.store.folders()):
             return self.remove_folder(p)
         rows = self.store.query("SELECT id FROM photos WHERE path=? OR path LIKE ?", (p, p.rstrip(os.sep) + os.sep + "%"))
-        ids = [r[0] for r in rows]
+        return self._forget_ids([r[0] for r in rows])
+
+    def _forget_ids(self, ids: list[int]) -> int:
         self.store.delete_photos(ids)
         for mi in self._indexes.values():
             mi.remove(ids)
             mi.save()
         return len(ids)
+
+    def trash(self, paths: Sequence[str | Path]) -> tuple[list, list[str]]:
+        """Move photos to the system trash (never delete) and forget them; undo with :meth:`undo_trash`.
+        Returns (moved :class:`~photosearch.library.trash.Trashed` entries, problems)."""
+        from photosearch.library.trash import move_to_trash
+
+        moved, problems = move_to_trash(list(paths), self.folder)
+        ids = []
+        for t in moved:
+            p = self.store.photo_by_path(t.original)
+            if p is not None:
+                ids.append(p.id)
+        self._forget_ids(ids)
+        return moved, problems
+
+    def undo_trash(self) -> tuple[list[str], list[str]]:
+        """Bring the last photos moved to the trash back and index them again. Returns (restored, problems)."""
+        from photosearch.library.trash import undo
+
+        restored, problems = undo(self.folder)
+        if restored:
+            folders = {f.path for f in self.store.folders()
+                       if any(r == f.path or r.startswith(f.path.rstrip(os.sep) + os.sep) for r in restored)}
+            if folders:
+                self.index(sorted(folders))
+        return restored, problems
 
     # -- indexing ----------------------------------------------------------------------------------------
     def scan(self, folders: Sequence[Folder] | None = None, report: IndexReport | None = None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from photosearch.library import Library
 from photosearch.model.vectors import l2_normalize
-from photosearch.search.query import QueryError, Term, parse_query
+from photosearch.search.query import QueryError, Term, parse_query, split_tags
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Filters:
     date_from: float | None = None  # Unix time, inclusive (date taken, else file time)
     date_to: float | None = None  # Unix time, exclusive
     min_score: float | None = None
+    tags: tuple[str, ...] = ()  # only photos auto-tagged with all of these (photosearch.explain.tags)
+    exclude_tags: tuple[str, ...] = ()  # and none of these
 
     def sql(self) -> tuple[str, list]:
         where, args = [], []
@@ -58,6 +60,25 @@ class Filters:
         return " AND ".join(where), args
 
 
+def encode_terms(model, terms: Sequence[Term]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Weighted sum of term vectors (D,) normalised, and the visual vector of a single-photo query."""
+    texts = [t for t in terms if t.kind == "text"]
+    images = [t for t in terms if t.kind == "image"]
+    vec = np.zeros(model.embed_dim, np.float32)
+    if texts:
+        vec += (np.array([t.weight for t in texts], np.float32)[:, None] * model.encode_texts([t.value for t in texts])).sum(0)
+    visual = None
+    if images:
+        pixels = np.stack([model.preprocess(t.value) for t in images])
+        emb, vis = model.encode_pixels(pixels)
+        vec += (np.array([t.weight for t in images], np.float32)[:, None] * emb).sum(0)
+        if len(images) == 1 and not texts and images[0].weight > 0:
+            visual = vis[0]
+    if not np.any(vec):
+        raise QueryError("the query's terms cancel out")
+    return l2_normalize(vec), visual
+
+
 class Searcher:
     """Queries against one library with its current model."""
 
@@ -69,28 +90,26 @@ class Searcher:
         return self.library.model
 
     def encode_terms(self, terms: Sequence[Term]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Weighted sum of term vectors (D,) normalised, and the visual vector of a single-photo query."""
-        model = self.model
-        texts = [t for t in terms if t.kind == "text"]
-        images = [t for t in terms if t.kind == "image"]
-        vec = np.zeros(model.embed_dim, np.float32)
-        if texts:
-            vec += (np.array([t.weight for t in texts], np.float32)[:, None] * model.encode_texts([t.value for t in texts])).sum(0)
-        visual = None
-        if images:
-            pixels = np.stack([model.preprocess(t.value) for t in images])
-            emb, vis = model.encode_pixels(pixels)
-            vec += (np.array([t.weight for t in images], np.float32)[:, None] * emb).sum(0)
-            if len(images) == 1 and not texts and images[0].weight > 0:
-                visual = vis[0]
-        if not np.any(vec):
-            raise QueryError("the query's terms cancel out")
-        return l2_normalize(vec), visual
+        return encode_terms(self.model, terms)
 
     def _allowed(self, filters: Filters | None) -> np.ndarray | None:
         if filters is None:
             return None
         where, args = filters.sql()
+        if filters.tags or filters.exclude_tags:
+            from photosearch.explain.tags import get_tag
+
+            mid = self.library.index_for().model_id
+            for name in (*filters.tags, *filters.exclude_tags):
+                get_tag(self.library.store, name)  # an unknown tag is an error, not an empty result
+            for name in filters.tags:
+                where = (where + " AND " if where else "") + (
+                    "id IN (SELECT photo_id FROM photo_tags WHERE model_id=? AND tag=?)")
+                args += [mid, name.lower()]
+            for name in filters.exclude_tags:
+                where = (where + " AND " if where else "") + (
+                    "id NOT IN (SELECT photo_id FROM photo_tags WHERE model_id=? AND tag=?)")
+                args += [mid, name.lower()]
         if not where:
             return None
         rows = self.library.store.query(f"SELECT id FROM photos WHERE {where}", args)
@@ -98,10 +117,34 @@ class Searcher:
 
     def search(self, query: str | Sequence[Term], limit: int = 20, filters: Filters | None = None,
                sort: str = "relevance") -> list[Result]:
-        """Ranked results for a query string (see :mod:`photosearch.search.query`) or parsed terms."""
+        """Ranked results for a query string (see :mod:`photosearch.search.query`) or parsed terms.
+        ``tag:NAME`` / ``-tag:NAME`` in a query string become tag filters; a query of tags alone lists the
+        tagged photos, most confident first."""
+        if isinstance(query, str):
+            query, wanted, excluded = split_tags(query)
+            if wanted or excluded:
+                base = filters or Filters()
+                filters = replace(base, tags=(*base.tags, *wanted), exclude_tags=(*base.exclude_tags, *excluded))
+                if not query.strip(" +"):
+                    return self.tagged(filters, limit, sort)
         terms = parse_query(query) if isinstance(query, str) else list(query)
         vec, visual = self.encode_terms(terms)
         return self.search_vector(vec, visual, limit, filters, sort)
+
+    def tagged(self, filters: Filters, limit: int = 20, sort: str = "relevance") -> list[Result]:
+        """Photos passing tag (and other) filters without a query: by tag confidence (or date)."""
+        if not filters.tags:
+            raise QueryError("a query needs text, a photo or a tag:NAME (excluding tags alone selects nothing)")
+        from photosearch.explain.tags import tagged_ids
+
+        mid = self.library.index_for().model_id
+        ids, scores = tagged_ids(self.library.store, mid, filters.tags[0])
+        allowed = self._allowed(filters)
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+            ids, scores = ids[keep], scores[keep]
+        want = limit if sort == "relevance" else len(ids)  # scores are tag confidences: min_score (a cosine) not applied
+        return self._results(ids[:want], scores[:want], limit, sort)
 
     def similar(self, image: str | bytes, limit: int = 20, filters: Filters | None = None,
                 sort: str = "relevance") -> list[Result]:
@@ -130,7 +173,9 @@ class Searcher:
         if filters and filters.min_score is not None:
             keep = scores >= filters.min_score
             ids, scores = ids[keep], scores[keep]
-        ids, scores = ids[:want], scores[:want]
+        return self._results(ids[:want], scores[:want], limit, sort)
+
+    def _results(self, ids: np.ndarray, scores: np.ndarray, limit: int, sort: str) -> list[Result]:
         photos = self.library.store.get_photos(ids.tolist())
         results = []
         for i, s in zip(ids.tolist(), scores.tolist()):

@@ -4,6 +4,8 @@
     "beach" + ./dog.jpg        text plus a photo
     2:sunset + sea - people    weighted text, a negative term
     ./photo.jpg                photo query (find similar)
+    beach tag:dog -tag:screenshot   only photos auto-tagged "dog", none tagged "screenshot"
+    tag:receipt                only a tag: its photos, most confident first
 
 A term is a photo when it names an existing image file (or is given as bytes by the GUI). Quotes around a
 term are removed. ``+``/``-`` only separate terms when surrounded by spaces, so "t-shirt" stays one word.
@@ -15,18 +17,33 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from photosearch.library.scan import is_image_name
 
 _SPLIT = re.compile(r"\s+([+-])\s+")
 _WEIGHT = re.compile(r"^(-?\d+(?:\.\d+)?):(.+)$")
+_TAG = re.compile(r"(?:(?<=\s)|^)(-?)tag:(\"[^\"]+\"|'[^']+'|\S+)", re.IGNORECASE)
+
+
+def split_tags(query: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Take ``tag:NAME`` (and ``-tag:NAME``, ``tag:"two words"``) out of a query: (rest, wanted, excluded)."""
+    wanted: list[str] = []
+    excluded: list[str] = []
+
+    def take(m: re.Match) -> str:
+        name = m.group(2).strip("\"'").strip().lower()
+        if name:
+            (excluded if m.group(1) else wanted).append(name)
+        return " "
+
+    rest = _TAG.sub(take, query)
+    return " ".join(rest.split()), tuple(wanted), tuple(excluded)
 
 
 @dataclass(frozen=True)
 class Term:
     kind: str  # "text" | "image"
-    value: Union[str, bytes]  # text, an image path, or image bytes
+    value: str | bytes  # text, an image path, or image bytes
     weight: float = 1.0
 
     def label(self) -> str:
