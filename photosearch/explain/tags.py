@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from photosearch.model.base import EncoderBase
+from photosearch.search.query import QueryError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ SENSITIVITY = {"strict": 3.0, "normal": DEFAULT_THRESHOLD, "loose": 2.0}
 _NAME = re.compile(r"^[\w][\w .&'-]{0,39}$", re.UNICODE)
 
 
-class TagError(ValueError):
+class TagError(QueryError):
     """A tag that cannot be defined (bad name, unknown tag)."""
 
 

@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 from photosearch.library import Library
 from photosearch.library.watch import FolderWatcher
 from photosearch.search import Filters, QueryError, Term, parse_query
+from photosearch.search.query import split_tags
+from photosearch.ui.insight import DuplicatesDialog, InsightWorker, TagsDialog, describe_text
 from photosearch.ui.panes import FoldersDialog, PreviewPane, QueryPane, SettingsDialog, empty_state, plain_label
 from photosearch.ui.results import ResultRole, ResultsModel, ResultsView
 from photosearch.ui.workers import IndexWorker, SearchWorker, ThumbnailLoader
@@ -55,7 +57,7 @@ class HistoryLineEdit(QLineEdit):
             del self.history[:-100]
         self._pos = len(self.history)
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802
+    def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key.Key_Up and self.history:
             self._pos = max(0, self._pos - 1)
             self.setText(self.history[self._pos])
@@ -79,11 +81,15 @@ class MainWindow(QMainWindow):
         self._last_search = 0.0
         self._failed_files: list[tuple[str, str]] = []
         self._closed = False
+        self._tags: tuple[str, ...] = ()  # tag:NAME filters of the current query
+        self._no_tags: tuple[str, ...] = ()
+        self._insight_id = 0
 
         # workers
         self.thumbs = ThumbnailLoader(library.folder / "thumbnails")
         self.indexer = IndexWorker(library)
         self.searcher = SearchWorker(library)
+        self.insight = InsightWorker(library)
         self.watcher = FolderWatcher(self.indexer.request, self.status_message.emit) if watch else None
 
         # search bar
@@ -119,7 +125,13 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.date_from)
         bar.addWidget(QLabel("to"))
         bar.addWidget(self.date_to)
+        tags_button = QPushButton("Tags\u2026")
+        tags_button.setToolTip("Auto-tags: define tags like beach, receipt or cat; search them with tag:NAME")
+        dups_button = QPushButton("Duplicates\u2026")
+        dups_button.setToolTip("Find near-duplicate photos and move the extra copies to the trash")
         bar.addWidget(folders_button)
+        bar.addWidget(tags_button)
+        bar.addWidget(dups_button)
         bar.addWidget(settings_button)
 
         # centre: query pane | results stack | preview
@@ -181,6 +193,13 @@ class MainWindow(QMainWindow):
         self.date_from.dateChanged.connect(lambda _d: self.run_search())
         self.date_to.dateChanged.connect(lambda _d: self.run_search())
         folders_button.clicked.connect(self.edit_folders)
+        tags_button.clicked.connect(self.edit_tags)
+        dups_button.clicked.connect(self.show_duplicates)
+        self.preview.why.toggled.connect(self._why_toggled)
+        self.insight.heatmap_ready.connect(self._heatmap_ready)
+        self.insight.described.connect(self._described)
+        self.insight.failed.connect(self._insight_failed)
+        self.insight.tags_applied.connect(self._tags_applied)
         settings_button.clicked.connect(self.edit_settings)
         if add_button:
             add_button.clicked.connect(self.edit_folders)
@@ -243,7 +262,7 @@ class MainWindow(QMainWindow):
         if self.search.text().strip():
             self.run_search()
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         self._closed = True  # signals still queued from the workers must not touch the closed library
         self.debounce.stop()
         self.settings.setValue("geometry", self.saveGeometry())
@@ -255,6 +274,7 @@ class MainWindow(QMainWindow):
             self.watcher.stop()
         self.indexer.stop()
         self.searcher.stop()
+        self.insight.stop()
         self.thumbs.pool.waitForDone(3000)
         self.library.close()
         super().closeEvent(event)
@@ -290,8 +310,8 @@ class MainWindow(QMainWindow):
 
     # -- searching -----------------------------------------------------------------------------------
     def current_terms(self) -> list[Term]:
-        text = self.search.text().strip()
-        terms = parse_query(text) if text else []
+        text, self._tags, self._no_tags = split_tags(self.search.text().strip())
+        terms = parse_query(text) if text.strip(" +") else []
         if self.query_pane.photo is not None:
             terms.insert(0, Term("image", self.query_pane.photo))
         return terms
@@ -306,7 +326,8 @@ class MainWindow(QMainWindow):
 
         score = self.min_score.value() / 100.0
         return Filters(folder=self.folder_filter.currentData(), date_from=ts(self.date_from, False),
-                       date_to=ts(self.date_to, True), min_score=score if score > 0 else None)
+                       date_to=ts(self.date_to, True), min_score=score if score > 0 else None,
+                       tags=self._tags, exclude_tags=self._no_tags)
 
     def run_search(self) -> None:
         self.debounce.stop()
@@ -320,7 +341,7 @@ class MainWindow(QMainWindow):
         except QueryError as e:
             self.show_message(str(e))
             return
-        if not terms:
+        if not terms and not self._tags:
             self.model.set_results([])
             self._show_none("Type what you remember, or drop a photo on the left.")
             return
@@ -339,6 +360,8 @@ class MainWindow(QMainWindow):
         if request_id != self._request_id:
             return
         self.model.set_results(results)
+        if self.preview.why.isChecked() and self.preview.result is not None:
+            self._request_heatmap()  # the query changed: explain the shown photo for the new one
         if results:
             self.stack.setCurrentIndex(PAGE_RESULTS)
             self.view.scrollToTop()
@@ -384,6 +407,64 @@ class MainWindow(QMainWindow):
         self.preview.show_result(result)
         if result is not None:
             self.thumbs.request(result.path, 512)
+            self._insight_id += 1
+            self.insight.describe(self._insight_id, result.photo_id, result.path)
+            if self.preview.why.isChecked():
+                self._request_heatmap()
+
+    # -- why this match, describe, tags, duplicates ---------------------------------------------------
+    def _request_heatmap(self) -> None:
+        result = self.preview.result
+        if result is None:
+            return
+        try:
+            terms = self.current_terms()
+        except QueryError as e:
+            self.preview.show_heatmap(None, str(e))
+            return
+        if not terms:
+            self.preview.show_heatmap(None, "No query to explain: type one or drop a photo.")
+            return
+        self._insight_id += 1
+        self.preview.show_heatmap(None, "Working out which parts matched\u2026")
+        self.insight.explain(self._insight_id, result.path, terms)
+
+    def _why_toggled(self, on: bool) -> None:
+        if on:
+            self._request_heatmap()
+        else:
+            self.preview.show_heatmap(None, "")
+
+    def _heatmap_ready(self, request_id: int, image, caption: str) -> None:
+        if not self._closed and request_id == self._insight_id and self.preview.why.isChecked():
+            self.preview.show_heatmap(image, caption)
+
+    def _described(self, request_id: int, top, tags) -> None:
+        if not self._closed and request_id <= self._insight_id and self.preview.result is not None:
+            self.preview.describe_label.setText(describe_text(top, tags))
+
+    def _insight_failed(self, request_id: int, message: str) -> None:
+        if self._closed:
+            return
+        if request_id == self._insight_id:
+            self.preview.show_heatmap(None, message)
+        elif request_id == 0:
+            self.show_message(message)
+
+    def _tags_applied(self, report) -> None:
+        if not self._closed and report.photos and (self._tags or self._no_tags):
+            self.run_search()
+
+    def tags_dialog(self) -> TagsDialog:
+        dlg = TagsDialog(self.library, self.insight, self)
+        dlg.search_tag.connect(lambda name: self.search.setText(f'tag:"{name}"' if " " in name else f"tag:{name}"))
+        return dlg
+
+    def edit_tags(self) -> None:
+        self.tags_dialog().exec()
+
+    def show_duplicates(self) -> None:
+        DuplicatesDialog(self.library, self.insight, self.thumbs, self).exec()
 
     def _thumb_loaded(self, path: str, size: int, image) -> None:
         if size == 512 and self.preview.result is not None and self.preview.result.path == path:
@@ -496,6 +577,8 @@ class MainWindow(QMainWindow):
         self.problems_button.setVisible(total_failed > 0)
         self.problems_button.setText(f"{total_failed} files could not be read")
         self.refresh_folders_state()
+        if report.indexed or report.copied:
+            self.insight.apply_tags()  # new photos get the library's auto-tags (only they are scored)
         if self.search.text().strip() or self.query_pane.photo is not None:
             self.run_search()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -100,12 +101,12 @@ class QueryPane(QFrame):
         lay.addWidget(self.caption)
         lay.addWidget(self.clear_button)
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event) -> None:
         md = event.mimeData()
         if md.hasUrls() or md.hasImage() or any(md.hasFormat(f) for f in IMAGE_MIME_TYPES):
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event) -> None:
         self.take(event.mimeData())
         event.acceptProposedAction()
 
@@ -193,9 +194,19 @@ class PreviewPane(QFrame):
         buttons2.addWidget(self.copy_path_button)
         buttons2.addWidget(self.copy_image_button)
         self.similar_button = QPushButton("Find similar")
+        self.why = QCheckBox("Why this match? (heatmap)")
+        self.why.setToolTip("Colour the parts of the photo that drove its similarity to the query (H)")
+        self.heat_caption = plain_label()
+        self.heat_caption.setStyleSheet("color: palette(mid);")
+        self.describe_label = plain_label()
+        self._pixmap: QPixmap | None = None
+        self._heatmap: QImage | None = None
         lay = QVBoxLayout(self)
         lay.addWidget(self.image, 1)
+        lay.addWidget(self.why)
+        lay.addWidget(self.heat_caption)
         lay.addWidget(self.info)
+        lay.addWidget(self.describe_label)
         lay.addLayout(buttons)
         lay.addLayout(buttons2)
         lay.addWidget(self.similar_button)
@@ -207,20 +218,22 @@ class PreviewPane(QFrame):
         self.show_result(None)
 
     def show_result(self, result: Result | None, pixmap: QPixmap | None = None) -> None:
+        if result is None or self.result is None or result.path != self.result.path:
+            self._heatmap = None
+            self.heat_caption.setText("")
+            self.describe_label.setText("")
         self.result = result
         for b in (self.open_button, self.folder_button, self.copy_path_button, self.copy_image_button,
                   self.similar_button):
             b.setEnabled(result is not None)
         if result is None:
+            self._pixmap = None
             self.image.setText("Select a photo")
             self.info.setText("")
             return
         if pixmap is not None and not pixmap.isNull():
-            self.image.setPixmap(pixmap.scaled(self.image.width(), self.image.height(),
-                                               Qt.AspectRatioMode.KeepAspectRatio,
-                                               Qt.TransformationMode.SmoothTransformation))
-        else:
-            self.image.setText("(loading…)")
+            self._pixmap = pixmap
+        self._show_image()
         from datetime import datetime
 
         lines = [os.path.basename(result.path), result.path]
@@ -234,6 +247,22 @@ class PreviewPane(QFrame):
         if not os.path.exists(result.path):
             lines.append("⚠ this file is no longer there (moved or deleted)")
         self.info.setText("\n".join(lines))
+
+    def _show_image(self) -> None:
+        pm = QPixmap.fromImage(self._heatmap) if self._heatmap is not None and self.why.isChecked() else self._pixmap
+        if pm is not None and not pm.isNull():
+            self.image.setPixmap(pm.scaled(self.image.width(), self.image.height(),
+                                           Qt.AspectRatioMode.KeepAspectRatio,
+                                           Qt.TransformationMode.SmoothTransformation))
+        else:
+            self.image.setText("(loading…)")
+
+    def show_heatmap(self, image: QImage | None, caption: str) -> None:
+        """The heatmap overlay for the current photo (None: back to the plain photo, with ``caption`` saying why)."""
+        self._heatmap = image
+        self.heat_caption.setText(caption)
+        if self.result is not None:
+            self._show_image()
 
     def open_photo(self) -> None:
         if self.result:

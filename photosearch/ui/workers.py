@@ -65,7 +65,7 @@ class IndexWorker(QObject):
             try:
                 report = self.library.index(progress=self.progress.emit, control=self.control)
                 self.finished.emit(report)
-            except Exception as e:  # noqa: BLE001 - the window shows it; the library keeps what was committed
+            except Exception as e:
                 log.exception("indexing failed")
                 self.failed.emit(f"Indexing stopped: {e}")
             with self._lock:
@@ -131,12 +131,15 @@ class SearchWorker(QObject):
             return  # superseded while waiting
         try:
             t = time.perf_counter()
-            res = self.searcher.search(terms, limit, filters, sort)
+            if terms:
+                res = self.searcher.search(terms, limit, filters, sort)
+            else:  # tag:NAME alone
+                res = self.searcher.tagged(filters, limit, sort)
             n = len(res)
             self.results.emit(request_id, res, f"{n} result{'s' * (n != 1)} in {1000 * (time.perf_counter() - t):.0f} ms")
         except QueryError as e:
             self.failed.emit(request_id, str(e))
-        except Exception as e:  # noqa: BLE001 - a bad dropped file or a vanished photo must not crash the window
+        except Exception as e:
             log.exception("search failed")
             self.failed.emit(request_id, f"Search failed: {e}")
 

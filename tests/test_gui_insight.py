@@ -1,0 +1,119 @@
+"""The window's "why did this match" features, driven like a user: heatmap toggle, description, tags, duplicates."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PIL import Image
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+
+from photosearch.library import Library
+from photosearch.model import load_model
+from photosearch.ui.insight import DuplicatesDialog
+from photosearch.ui.main_window import PAGE_RESULTS, MainWindow
+from tests.test_gui import ARTIFACTS, add_photos, screenshot
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("PHOTOSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PHOTOSEARCH_CONFIG", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    vocab = tmp_path / "config" / "vocabulary.txt"
+    vocab.parent.mkdir(parents=True)
+    vocab.write_text("a red car\na dog\nthe sea\na tree\na house\n")
+    lib = Library(tmp_path / "lib", lambda: load_model(tiny_checkpoint, device="cpu", image_backend="torch"))
+    w = MainWindow(lib, QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.resize(1200, 780)
+    w.show()
+    w.start()
+    yield w
+    w.close()
+
+
+def test_heatmap_toggle_and_description(window, qtbot, tmp_path):
+    add_photos(window, qtbot, tmp_path / "photos", 6)
+    qtbot.keyClicks(window.search, "a red car")
+    qtbot.waitUntil(lambda: window.model.rowCount() == 6, timeout=10000)
+    window.view.setCurrentIndex(window.model.index(0))
+    qtbot.waitUntil(lambda: window.preview.describe_label.text().startswith("Looks like: "), timeout=15000)
+    phrases = window.preview.describe_label.text()[len("Looks like: "):].split(" \u00b7 ")
+    assert len(phrases) == 5 and set(phrases) == {"a red car", "a dog", "the sea", "a tree", "a house"}
+    window.preview.why.setChecked(True)
+    qtbot.waitUntil(lambda: window.preview._heatmap is not None, timeout=30000)
+    assert window.preview.heat_caption.text().startswith("Heatmap: Grad-CAM")
+    shown = window.preview.image.pixmap().toImage()
+    assert not shown.isNull()
+    screenshot(window, "20-heatmap-preview", qtbot)
+    # a new query explains the same photo again; switching off shows the plain photo
+    first = window.preview._heatmap
+    window.search.setText("the sea")
+    window.run_search()
+    qtbot.waitUntil(lambda: window.preview._heatmap is not None and window.preview._heatmap is not first,
+                    timeout=30000)
+    window.preview.why.setChecked(False)
+    assert window.preview._heatmap is None and window.preview.heat_caption.text() == ""
+
+
+def test_tags_dialog_tags_photos_and_tag_search(window, qtbot, tmp_path, monkeypatch):
+    add_photos(window, qtbot, tmp_path / "photos", 6)
+    dlg = window.tags_dialog()
+    dlg.show()
+    dlg.name.setText("sky")
+    dlg.sensitivity.setCurrentText("loose")
+    dlg.add()
+    qtbot.waitUntil(lambda: dlg.status.text().startswith("Scored 6 photos"), timeout=15000)
+    assert dlg.list.count() == 1 and dlg.list.item(0).text().startswith("sky  (")
+    dlg.name.setText("bad:name")
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))  # no modal box in a test
+    dlg.add()
+    assert shown and "not a usable tag name" in shown[0]
+    dlg.list.setCurrentRow(0)
+    dlg._search()
+    assert window.search.text() == "tag:sky"
+    window.run_search()
+    qtbot.waitUntil(lambda: window.stack.currentIndex() == PAGE_RESULTS or "No results" in
+                    window.none_page.label.text(), timeout=10000)
+    n_tagged = window.library.store.query("SELECT COUNT(*) FROM photo_tags WHERE tag='sky'")[0][0]
+    assert window.model.rowCount() == n_tagged
+    dlg.grab().save(str(ARTIFACTS / "21-tags-dialog.png"))
+    dlg.close()
+    # new photos indexed while the app runs get the tag too
+    window.search.setText("tag:nosuch")
+    window.run_search()
+    qtbot.waitUntil(lambda: "no tag 'nosuch'" in window.message.text(), timeout=10000)
+
+
+def test_duplicates_dialog_trash_and_undo(window, qtbot, tmp_path):
+    photos = tmp_path / "photos"
+    paths = add_photos(window, qtbot, photos, 4)
+    Image.open(paths[0]).resize((100, 75)).save(photos / "photo00 small.jpg")
+    Image.open(paths[1]).save(photos / "photo01 copy.png")
+    window.indexer.request()
+    qtbot.waitUntil(lambda: window.library.store.counts()["photos"] == 6, timeout=30000)
+    qtbot.waitUntil(lambda: window.indexer.state == "idle", timeout=30000)
+    dlg = DuplicatesDialog(window.library, window.insight, window.thumbs, window)
+    dlg.show()
+    qtbot.waitUntil(lambda: dlg.summary.text().startswith("2 groups"), timeout=20000)
+    assert sorted(len(g) for g in dlg.groups) == [2, 2]
+    plan = dlg.planned()
+    assert str(photos / "photo00 small.jpg") in plan and str(paths[0]) not in plan  # the largest is kept
+    QApplication.processEvents()
+    qtbot.wait(500)
+    dlg.grab().save(str(ARTIFACTS / "22-duplicates-dialog.png"))
+    dlg.trash_others()
+    qtbot.waitUntil(lambda: dlg.summary.text().startswith("Moved 2 photos"), timeout=20000)
+    assert not (photos / "photo00 small.jpg").exists() and dlg.undo_button.isEnabled()
+    assert window.library.store.counts()["photos"] == 4
+    dlg.worker.undo_trash()
+    qtbot.waitUntil(lambda: dlg.summary.text().startswith("Put 2 photos back"), timeout=30000)
+    assert (photos / "photo00 small.jpg").exists() and (photos / "photo01 copy.png").exists()
+    qtbot.waitUntil(lambda: window.library.store.counts()["photos"] == 6, timeout=30000)
+    dlg.close()
