@@ -206,21 +206,23 @@ def _gradient_map(tm: EncoderBase, pixels: np.ndarray, q: np.ndarray, visual: np
             return _hf_rollout(module, x, q, visual, weighted=method == "grad-rollout")
     finally:
         module.train(was_training)
-        module.zero_grad(set_to_none=True)
 
 
 def _grad_cam(module, x, q, visual) -> tuple[np.ndarray, float]:
+    import torch
+
     tower = module.image_tower
     bb = tower.backbone
-    feats = bb.forward_features(x)  # (1, C, h, w)
-    feats.retain_grad()
+    with torch.no_grad():  # the backbone runs once, without a graph: only the head needs gradients
+        feats = bb.forward_features(x)  # (1, C, h, w)
+    feats = feats.detach().requires_grad_(True)
     pooled = bb.forward_head(feats, pre_logits=True)  # (1, C)
     logits = bb.get_classifier()(pooled) if tower.cfg.num_classes else None
     emb = module.image_head(pooled, logits)
     target = _target(emb, pooled, q, visual)
-    target.backward()
-    grad, act = feats.grad[0], feats.detach()[0]  # (C, h, w)
-    weights = grad.mean(dim=(1, 2))  # (C,)
+    (grad,) = torch.autograd.grad(target, feats)
+    act = feats.detach()[0]  # (C, h, w)
+    weights = grad[0].mean(dim=(1, 2))  # (C,)
     cam = (weights[:, None, None] * act).sum(0).clamp(min=0)  # (h, w)
     return cam.cpu().numpy(), float(target.detach())
 
@@ -249,6 +251,8 @@ def _rollout(attns: list, grads: list | None, prefix: int, cls_row: bool) -> np.
 
 
 def _timm_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, float]:
+    import torch
+
     tower = module.image_tower
     bb = tower.backbone
     captured: list = []
@@ -259,7 +263,6 @@ def _timm_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, flo
         attn.fused_attn = False  # materialise the attention matrix (the fused kernel never does)
 
         def keep(_m, _inp, out):
-            out.retain_grad()
             captured.append(out)
 
         hooks.append(attn.attn_drop.register_forward_hook(keep))
@@ -267,8 +270,8 @@ def _timm_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, flo
         pooled, logits = tower(x)
         emb = module.image_head(pooled, logits)
         target = _target(emb, pooled, q, visual)
-        if weighted:
-            target.backward()
+        # gradients with respect to the attention maps only (no weight gradients are computed)
+        grads = list(torch.autograd.grad(target, captured)) if weighted and captured else None
     finally:
         for h in hooks:
             h.remove()
@@ -278,12 +281,14 @@ def _timm_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, flo
         raise ExplainError("this ViT's attention blocks cannot be traced for a heatmap")
     prefix = int(getattr(bb, "num_prefix_tokens", 1))
     cls_row = prefix > 0 and getattr(bb, "global_pool", "token") == "token"
-    rel = _rollout(captured, [a.grad for a in captured] if weighted else None, prefix, cls_row)
+    rel = _rollout(captured, grads, prefix, cls_row)
     gh, gw = bb.patch_embed.grid_size
     return rel.reshape(gh, gw), float(target.detach())
 
 
 def _hf_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, float]:
+    import torch
+
     hf = module.model
     vm = hf.vision_model
     previous = getattr(hf.config, "_attn_implementation", None)
@@ -297,13 +302,10 @@ def _hf_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, float
         attns = list(out.attentions or ())
         if not attns:
             raise ExplainError("this model does not expose its attention maps")
-        for a in attns:
-            a.retain_grad()
         pooled = out.pooler_output
         emb = hf.visual_projection(pooled) if hasattr(hf, "visual_projection") else pooled
         target = _target(emb, None, q, None)
-        if weighted:
-            target.backward()
+        grads = list(torch.autograd.grad(target, attns)) if weighted else None
     finally:
         if previous is not None:
             try:
@@ -314,7 +316,7 @@ def _hf_rollout(module, x, q, visual, weighted: bool) -> tuple[np.ndarray, float
     side = round((tokens - 1) ** 0.5)
     prefix = 1 if side * side == tokens - 1 else 0  # CLIP has a class token; SigLIP pools with attention instead
     side = side if prefix else round(tokens ** 0.5)
-    rel = _rollout(attns, [a.grad for a in attns] if weighted else None, prefix, cls_row=prefix == 1)
+    rel = _rollout(attns, grads, prefix, cls_row=prefix == 1)
     return rel.reshape(side, side), float(target.detach())
 
 
