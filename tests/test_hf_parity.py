@@ -330,3 +330,23 @@ def test_legacy_and_default_processor_configs() -> None:
         "squash", 384, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     with pytest.raises(UnsupportedCheckpointError, match="non-square"):
         preprocess_from_hf({"size": {"height": 224, "width": 256}}, "siglip", 224)
+
+
+def test_heatmap_attention_rollout(built: Built, ours: EmbeddingModel, tmp_path) -> None:
+    """Why-this-match heatmaps on CLIP (class token) and SigLIP (attention pooling, no class token)."""
+    from photosearch.explain.heatmap import Explainer
+
+    img = _images()[0]
+    path = tmp_path / "p.png"
+    img.save(path)
+    q = ours.encode_texts(["a photo of a cat"])[0]
+    ex = Explainer(ours)
+    hm = ex.explain(str(path), q)
+    side = 32 // _vision_config()["patch_size"]
+    assert hm.method == "grad-rollout" and hm.values.shape == (side, side)
+    assert np.isfinite(hm.values).all() and hm.values.max() == pytest.approx(1.0)
+    assert hm.score == pytest.approx(float(ours.encode_images([str(path)])[0] @ q), abs=1e-4)
+    plain = ex.explain(str(path), q, method="rollout")
+    assert plain.values.shape == (side, side)
+    # the model still encodes as before (attention implementation restored)
+    assert float(ours.encode_images([str(path)])[0] @ q) == pytest.approx(hm.score, abs=1e-4)
