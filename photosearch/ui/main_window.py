@@ -7,8 +7,8 @@ import os
 import time
 from datetime import datetime
 
-from PySide6.QtCore import QDate, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmap, QShortcut
+from PySide6.QtCore import QDate, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDateEdit,
@@ -125,13 +125,21 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.date_from)
         bar.addWidget(QLabel("to"))
         bar.addWidget(self.date_to)
-        tags_button = QPushButton("Tags\u2026")
-        tags_button.setToolTip("Auto-tags: define tags like beach, receipt or cat; search them with tag:NAME")
-        dups_button = QPushButton("Duplicates\u2026")
-        dups_button.setToolTip("Find near-duplicate photos and move the extra copies to the trash")
+        tools_button = QToolButton()
+        tools_button.setText("Tools")
+        tools_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        tools = QMenu(tools_button)
+        tools.addAction("Auto-tags\u2026", self.edit_tags).setToolTip(
+            "Define tags like beach, receipt or cat; search them with tag:NAME")
+        tools.addAction("Duplicates\u2026", self.show_duplicates).setToolTip(
+            "Find near-duplicate photos and move the extra copies to the trash")
+        tools.addAction("Edit describe vocabulary\u2026", self.edit_vocabulary)
+        tools.setToolTipsVisible(True)
+        tools_button.setMenu(tools)
+        self.tools_menu = tools
+        self.search.setMinimumWidth(320)
         bar.addWidget(folders_button)
-        bar.addWidget(tags_button)
-        bar.addWidget(dups_button)
+        bar.addWidget(tools_button)
         bar.addWidget(settings_button)
 
         # centre: query pane | results stack | preview
@@ -193,8 +201,6 @@ class MainWindow(QMainWindow):
         self.date_from.dateChanged.connect(lambda _d: self.run_search())
         self.date_to.dateChanged.connect(lambda _d: self.run_search())
         folders_button.clicked.connect(self.edit_folders)
-        tags_button.clicked.connect(self.edit_tags)
-        dups_button.clicked.connect(self.show_duplicates)
         self.preview.why.toggled.connect(self._why_toggled)
         self.insight.heatmap_ready.connect(self._heatmap_ready)
         self.insight.described.connect(self._described)
@@ -462,6 +468,18 @@ class MainWindow(QMainWindow):
 
     def edit_tags(self) -> None:
         self.tags_dialog().exec()
+
+    def edit_vocabulary(self) -> None:
+        """Open the user's own describe vocabulary (a copy of the shipped one) in their text editor."""
+        from photosearch.explain.describe import ensure_user_vocabulary
+
+        try:
+            path = ensure_user_vocabulary()
+        except OSError as e:
+            QMessageBox.warning(self, "Cannot create the vocabulary", str(e))
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        self.show_message(f"Editing {path}: one phrase per line; saved changes are used for the next photo described.")
 
     def show_duplicates(self) -> None:
         DuplicatesDialog(self.library, self.insight, self.thumbs, self).exec()
