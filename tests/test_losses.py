@@ -274,3 +274,136 @@ def test_gather_features_with_gradients(ddp_results):
         torch.testing.assert_close(res["gather"]["y"], expected_y)
         # every rank's loss sends w[rows of r] to rank r: summed over the WORLD ranks
         torch.testing.assert_close(res["gather"]["grad"], WORLD * w[3 * r : 3 * (r + 1)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the heads trainer consumes ClipLoss: its fast paths must give bit-identical heads (the shipped default model is
+# reproduced bit for bit by `python -m training default`)
+
+
+def _reference_train_heads(heads, data, cfg):
+    """training.heads.train_heads as it was before its speed-ups (advanced indexing, per-photo caption draws,
+    L2-SP through autograd): the bit-for-bit reference."""
+    import numpy as np
+
+    from training.heads import _lr_at
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    loss_fn = ClipLoss()
+    init = {n: p.detach().clone() for n, p in heads.named_parameters()}
+    decay = [p for n, p in heads.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in heads.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    pooled = torch.from_numpy(np.asarray(data.pooled, dtype=np.float32))
+    logits = torch.from_numpy(np.asarray(data.logits, dtype=np.float32))
+    text = torch.from_numpy(np.asarray(data.text, dtype=np.float32))
+    groups = torch.from_numpy(np.asarray(data.groups))
+    n_views, n = pooled.shape[:2]
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total, step, losses = cfg.epochs * steps_per_epoch, 0, []
+    for _ in range(cfg.epochs):
+        heads.train()
+        order = rng.permutation(n)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            if cfg.clean_fraction is None or n_views == 1:
+                views = torch.from_numpy(rng.integers(0, n_views, len(idx)))
+            else:
+                augmented = rng.integers(1, n_views, len(idx))
+                views = torch.from_numpy(np.where(rng.random(len(idx)) < cfg.clean_fraction, 0, augmented))
+            caps = torch.tensor([data.captions_of[i][rng.integers(len(data.captions_of[i]))] for i in idx])
+            idx_t = torch.from_numpy(idx)
+            loss = loss_fn(heads.image(pooled[views, idx_t], logits[views, idx_t]), heads.text(text[caps]),
+                           heads.logit_scale, groups[idx_t])
+            loss = loss + cfg.l2sp * sum(((p - init[name]) ** 2).sum() for name, p in heads.named_parameters()
+                                         if p.requires_grad and name != "logit_scale")
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, cfg.warmup_epochs * steps_per_epoch, cfg.lr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+    return losses
+
+
+def _tiny_heads(seed: int = 0):
+    from photosearch.model.config import HeadConfig
+    from photosearch.model.towers import build_head
+    from training.heads import Heads
+
+    torch.manual_seed(seed)
+    image = build_head(HeadConfig(type="bridge", in_dim=24, out_dim=8, top_k=3, temperature=1.0, dropout=0.5), 12)
+    text = build_head(HeadConfig(type="linear", in_dim=8, out_dim=8))
+    with torch.no_grad():
+        image.class_text.copy_(F.normalize(torch.randn(12, 8), dim=-1))
+        image.residual.weight.normal_(0, 0.05)
+    return Heads(image, text, nn.Parameter(torch.tensor(math.log(1 / 0.07))))
+
+
+def _tiny_pairs(tmp_path: Path | None):
+    import numpy as np
+
+    from training.heads import CachedPairs
+
+    rng = np.random.default_rng(5)
+    v, n, t = 3, 70, 110
+    pooled = np.abs(rng.standard_normal((v, n, 24))).astype(np.float16)
+    logits = (3 * rng.standard_normal((v, n, 12))).astype(np.float16)
+    text = rng.standard_normal((t, 8)).astype(np.float32)
+    if tmp_path is not None:  # memory-mapped float16, as training.features.FeatureCache returns the cache
+        for name, a in (("pooled", pooled), ("logits", logits), ("text", text)):
+            np.save(tmp_path / f"{name}.npy", a)
+        pooled, logits, text = (np.load(tmp_path / f"{k}.npy", mmap_mode="r") for k in ("pooled", "logits", "text"))
+    else:  # float32 in memory, as the default recipe passes them
+        pooled, logits = pooled.astype(np.float32), logits.astype(np.float32)
+    captions_of = [sorted(rng.choice(t, int(rng.integers(1, 4)), replace=False).tolist()) for _ in range(n)]
+    groups = rng.integers(0, 55, n)
+    return CachedPairs(pooled=pooled, logits=logits, text=text, captions_of=captions_of, groups=groups)
+
+
+@pytest.mark.parametrize("clean_fraction", [None, 0.5])
+@pytest.mark.parametrize("memmap", [False, True])
+def test_train_heads_is_bit_identical_to_the_reference(tmp_path, clean_fraction, memmap):
+    from training.heads import HeadTrainConfig, train_heads
+
+    cfg = HeadTrainConfig(epochs=3, batch_size=16, lr=3e-3, l2sp=0.1, warmup_epochs=1, seed=7,
+                          clean_fraction=clean_fraction)
+    ref = _tiny_heads()
+    ref_losses = _reference_train_heads(ref, _tiny_pairs(None), cfg)
+    fast = _tiny_heads()
+    hist = train_heads(fast, _tiny_pairs(tmp_path if memmap else None), cfg)
+    for (name, a), b in zip(ref.state_dict().items(), fast.state_dict().values()):
+        assert torch.equal(a, b), name
+    steps = math.ceil(70 / 16)
+    assert hist.loss == pytest.approx([sum(ref_losses[e * steps : (e + 1) * steps]) / steps for e in range(3)],
+                                      rel=1e-12)
+    assert len(hist.epoch_seconds) == 3 and all(s > 0 for s in hist.epoch_seconds)
+
+
+def test_l2sp_gradient_equals_autograd_bitwise():
+    from training.heads import _add_l2sp_grad
+
+    g = torch.Generator().manual_seed(9)
+    params = [nn.Parameter(torch.randn(37, 19, generator=g) * 1e-3), nn.Parameter(torch.randn(19, generator=g))]
+    init = {str(i): p.detach() + torch.randn(p.shape, generator=g) * 1e-3 for i, p in enumerate(params)}
+    w = [torch.randn(p.shape, generator=g) for p in params]
+
+    def loss_path():
+        return sum((p * wi).sin().sum() for p, wi in zip(params, w))
+
+    loss = loss_path() + 0.1 * sum(((p - init[str(i)]) ** 2).sum() for i, p in enumerate(params))
+    loss.backward()
+    expected = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    base = loss_path()
+    base.backward()
+    value = base.detach() + _add_l2sp_grad([(str(i), p) for i, p in enumerate(params)], init, 0.1)
+    assert value.item() == loss.item()
+    for p, e in zip(params, expected):
+        assert torch.equal(p.grad, e)

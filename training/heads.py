@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,6 +56,8 @@ class History:
     lr: list[float] = field(default_factory=list)
     temperature: list[float] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  # the training steps of each epoch (no evaluation)
+    setup_seconds: float = 0.0  # before the first step: optimiser, feature arrays
 
 
 class Heads(nn.Module):
@@ -79,6 +83,46 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _rows(a: np.ndarray) -> torch.Tensor:
+    """A tensor over ``a`` reshaped to rows (..., F) → (R, F), without copying float16/float32 arrays.
+
+    Memory-mapped cache files stay on disk (rows are read and widened to float32 per batch, which gives the same
+    values as converting everything up front: float16 → float32 is exact); other dtypes become float32 once.
+    """
+    if a.dtype not in (np.float16, np.float32):
+        a = np.asarray(a, dtype=np.float32)
+    a = a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+    with warnings.catch_warnings():  # read-only memory maps: the tensor is only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
+def _take(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    out = rows.index_select(0, index)
+    return out if out.dtype == torch.float32 else out.float()
+
+
+@torch.no_grad()
+def _add_l2sp_grad(params: list[tuple[str, nn.Parameter]], init: dict[str, torch.Tensor], strength: float) -> torch.Tensor:
+    """L2-SP: add the gradient of ``strength · Σ ‖p − p₀‖²`` to each ``p.grad`` and return the penalty's value.
+
+    Bit for bit what autograd gives for ``loss + strength * sum(((p - p0) ** 2).sum() ...)``: its gradient is
+    ``fl(s) · (2 · (p − p₀))`` (PowBackward with the upstream scalar ``1 · strength`` in the parameter's dtype),
+    added once to the loss's gradient (one rounding, commutative), and the value is summed in the same order. Done
+    by hand it skips autograd's multiply by a broadcast scalar, which cost more than the rest of the step's L2-SP.
+    """
+    total = 0
+    for name, p in params:
+        d = p - init[name]
+        total = total + (d**2).sum()
+        g = (torch.ones((), dtype=d.dtype) * strength) * (2.0 * d)
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.add_(g)
+    return strength * total
+
+
 def train_heads(
     heads: Heads,
     data: CachedPairs,
@@ -90,6 +134,7 @@ def train_heads(
     torch.manual_seed(cfg.seed)
     loss_fn = ClipLoss()
     init = {n: p.detach().clone() for n, p in heads.named_parameters()}
+    anchored = [(n, p) for n, p in heads.named_parameters() if p.requires_grad and n != "logit_scale"]  # L2-SP
     if not cfg.train_temperature:
         heads.logit_scale.requires_grad_(False)
     decay = [p for n, p in heads.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -97,17 +142,24 @@ def train_heads(
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    pooled = torch.from_numpy(np.asarray(data.pooled, dtype=np.float32))  # (V, N, F)
-    logits = torch.from_numpy(np.asarray(data.logits, dtype=np.float32))  # (V, N, C)
-    text = torch.from_numpy(np.asarray(data.text, dtype=np.float32))  # (T, Ft)
+    n_views, n = data.pooled.shape[:2]
+    pooled = _rows(data.pooled)  # (V*N, F): row v*N + i is view v of photo i
+    logits = _rows(data.logits) if data.logits.shape[-1] else None  # (V*N, C)
+    text = _rows(data.text)  # (T, Ft)
     groups = torch.from_numpy(np.asarray(data.groups))
-    n_views, n = pooled.shape[:2]
+    n_captions = np.array([len(c) for c in data.captions_of])
+    first_caption = np.array([c[0] for c in data.captions_of])
+    captions_of = [np.asarray(c) for c in data.captions_of]
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
     hist = History()
     step = 0
+    t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         heads.train()
+        t_epoch = time.perf_counter()
+        if epoch == 0:
+            hist.setup_seconds = t_epoch - t_start
         order = rng.permutation(n)
         losses = []
         for b in range(steps_per_epoch):
@@ -115,26 +167,34 @@ def train_heads(
             if len(idx) < 2:
                 continue
             if cfg.clean_fraction is None or n_views == 1:
-                views = torch.from_numpy(rng.integers(0, n_views, len(idx)))
+                views = rng.integers(0, n_views, len(idx))
             else:
                 augmented = rng.integers(1, n_views, len(idx))
-                views = torch.from_numpy(np.where(rng.random(len(idx)) < cfg.clean_fraction, 0, augmented))
-            caps = torch.tensor([data.captions_of[i][rng.integers(len(data.captions_of[i]))] for i in idx])
+                views = np.where(rng.random(len(idx)) < cfg.clean_fraction, 0, augmented)
+            # one caption per photo: the same draws as rng.integers(len(captions)) photo by photo (a range of one
+            # draws nothing), vectorised
+            pick = rng.integers(0, n_captions[idx])
+            caps = first_caption[idx]
+            multi = n_captions[idx] > 1
+            if multi.any():
+                caps = caps.copy()
+                caps[multi] = [captions_of[i][k] for i, k in zip(idx[multi], pick[multi])]
             idx_t = torch.from_numpy(idx)
-            img = heads.image(pooled[views, idx_t], logits[views, idx_t])  # (B, D)
-            txt = heads.text(text[caps])  # (B, D)
-            loss = loss_fn(img, txt, heads.logit_scale, groups[idx_t])
-            if cfg.l2sp:
-                loss = loss + cfg.l2sp * sum(((p - init[name]) ** 2).sum() for name, p in heads.named_parameters()
-                                             if p.requires_grad and name != "logit_scale")
+            rows = torch.from_numpy(views * n + idx)
+            img = heads.image(_take(pooled, rows), _take(logits, rows) if logits is not None else None)  # (B, D)
+            txt = heads.text(_take(text, torch.from_numpy(caps)))  # (B, D)
+            loss = loss_fn(img, txt, heads.logit_scale, groups.index_select(0, idx_t))
             lr = _lr_at(step, total, cfg.warmup_epochs * steps_per_epoch, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.l2sp:
+                loss = loss.detach() + _add_l2sp_grad(anchored, init, cfg.l2sp)
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
+        hist.epoch_seconds.append(time.perf_counter() - t_epoch)
         hist.loss.append(float(np.mean(losses)) if losses else float("nan"))
         hist.lr.append(lr)
         hist.temperature.append(float(1.0 / heads.logit_scale.detach().exp()))
