@@ -414,6 +414,7 @@ class MainWindow(QMainWindow):
         if result is not None:
             self.thumbs.request(result.path, 512)
             self._insight_id += 1
+            self.preview.describe_label.setText("Looks like: \u2026")  # the first one encodes the vocabulary
             self.insight.describe(self._insight_id, result.photo_id, result.path)
             if self.preview.why.isChecked():
                 self._request_heatmap()
