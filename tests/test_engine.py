@@ -293,3 +293,34 @@ def test_trained_model_is_exported_listed_and_searched(tmp_path, data, monkeypat
     images, captions, c2i = eval_lists(load_caption_data("sidecar", photos))
     recall = caption_recall(model.encode_images(images), model.encode_texts(captions), c2i)
     assert recall["t2i_R@10"] >= 40 and recall["i2t_R@10"] >= 50, recall
+
+
+def test_command_line(tmp_path, data, monkeypatch, capsys):
+    """python -m training: usage, train --print-config with overrides, clear errors, data check."""
+    import sys
+
+    from training.__main__ import main
+
+    def run(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["python -m training", *argv])
+        return main()
+
+    assert run() == 2 and "train --config FILE" in capsys.readouterr().err
+    recipe = str(RECIPES / "heads-cached.toml")
+    assert run("train", "--config", recipe, "--print-config", "--set", "optim.lr=0.5", "--train.epochs", "7") == 0
+    printed = tomllib_loads(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 0.5 and printed["train"]["epochs"] == 7 and printed["train"]["mode"] == "heads"
+    assert run("train", "--config", recipe, "--optim.lrr", "1") == 2
+    assert "unknown key 'optim.lrr'" in capsys.readouterr().err
+    assert run("train", "--config", recipe, f"--output.dir={tmp_path / 'r'}", "--model.preset=tiny-vit",
+               f"--model.tokenizer={data['tok']}", "--model.init_from=", f"--data.annotations={tmp_path / 'none'}") == 2
+    assert "none: sidecar format needs a folder" in capsys.readouterr().err  # the dataset error, no traceback
+    assert run("export", str(tmp_path / "r")) == 2 and "no training checkpoint" in capsys.readouterr().err
+    assert run("data", "check", "sidecar", str(data["sidecar"])) == 0
+    assert "48 images, 96 captions" in capsys.readouterr().out
+
+
+def tomllib_loads(text: str) -> dict:
+    from training.config import _toml_module
+
+    return _toml_module().loads(text)

@@ -197,3 +197,17 @@ def test_cosine_schedule_with_warmup():
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.1 + 0.9 * 0.5)
     assert f(99) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
     assert all(f(s) >= f(s + 1) for s in range(10, 99))
+
+
+def test_bf16_autocast_trains(tok, tmp_path):
+    """The mixed-precision path (bf16 autocast; on GPUs it is the default) runs and learns on a CPU too."""
+    photos = write_jsonl(tmp_path / "data", 16)
+    cfg = load_config(None, ["model.preset=tiny-vit", f"model.tokenizer={tok}", f"data.annotations={photos}",
+                             f"data.images={photos.parent / 'images'}", "data.batch_size=8", "train.epochs=3",
+                             "data.eval_fraction=0.25", "train.mode=full", "train.precision=bf16", "optim.lr=2e-3",
+                             f"output.dir={tmp_path / 'run'}", "output.report=false", "output.tensorboard=false"])
+    summary = train(cfg)
+    assert summary["precision"] == "bf16" and all(math.isfinite(x) for x in summary["epoch_losses"])
+    assert summary["epoch_losses"][-1] < summary["epoch_losses"][0]
+    state = load_checkpoint(checkpoints(tmp_path / "run")[-1])["model"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # weights stay fp32

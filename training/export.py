@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the model folder here instead of the app's models folder")
     ap.add_argument("--checkpoint", type=Path, help="a training checkpoint (default: the newest in RUN_DIR)")
     args = ap.parse_args(argv)
+    from photosearch.model.errors import ModelError
+
     try:
         dest = export_run(args.run_dir, args.name, args.out, args.checkpoint)
-    except ConfigError as e:
-        print(f"error: {e}")
+    except (ConfigError, ModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     from photosearch.model import load_model
 

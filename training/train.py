@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from photosearch.model.errors import ModelError
 from training.config import ConfigError, DefaultSection, TrainConfig, dumps, format_of, load_config, split_cli_overrides
+from training.data.captions import DatasetError
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -59,10 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(dumps(cfg, format_of(args.config)), end="")
             return 0
         result = run_config(cfg, resume=args.resume, config_source=str(args.config) if args.config else None)
-    except ConfigError as e:
+    except (ConfigError, DatasetError, ModelError) as e:  # a config, dataset or model that cannot be used as given
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if isinstance(result, dict) and result.get("metrics") is not None:
-        print(json.dumps({k: result.get(k) for k in ("output", "steps", "metrics", "report") if k in result},
-                         indent=1, default=str))
+    keys = ("conse", "trained", "epochs", "total_seconds") if cfg.kind == "default" else (
+        "output", "steps", "finished", "metrics", "report")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=1, default=str))
     return 0
