@@ -122,7 +122,13 @@ def _check_run(summary: dict, out: Path, metrics: tuple[str, ...] = ("t2i_R@1", 
         assert 0.0 <= summary["metrics"][k] <= 100.0
     assert (out / "config.toml").is_file() and (out / "metrics.jsonl").is_file()
     assert (out / "report" / "README.md").is_file() and (out / "report" / "training.png").stat().st_size > 1000
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/temperature", "train/train_loss"} <= tags
+    assert {f"eval/{m}" for m in metrics} <= tags
     assert checkpoints(out)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["type"] for r in records} == {"train", "epoch"}
@@ -254,7 +260,7 @@ def test_trained_model_is_exported_listed_and_searched(tmp_path, data, monkeypat
     folder = tmp_path / "models" / "my-tiny"
     assert ("my-tiny", folder) in installed_models()
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["name"] == "tiny-vit" and saved["training"]["mode"] == "heads"
+    assert saved["name"] == "my-tiny" and saved["training"]["mode"] == "heads"
     assert saved["text"]["tokenizer"] == {"kind": "checkpoint", "location": "tokenizer", "path": "", "file": "",
                                           "sha256": "", "key_mapping": "name"}  # the export stands alone
     model = load_model("my-tiny", device="cpu", image_backend="torch")

@@ -137,9 +137,12 @@ class FeatureStore:
         del arrays
         (tmp / "done").write_text("ok\n")
         folder = self.folder(name, key)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        log.info("cached %s features in %s", name, folder)
+        if (folder / "done").is_file():  # another process (another node on a shared disk) finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            log.info("cached %s features in %s", name, folder)
         loaded = self.load(name, key)
         assert loaded is not None
         return loaded

@@ -100,6 +100,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker: numpy and random seeded from the worker's torch seed (itself drawn from the loader's
+    per-epoch generator), so anything random in a transform is reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
@@ -345,6 +353,7 @@ class Run:
                            find_unused_parameters=t.find_unused_parameters)
         seed_everything(t.seed * 1000 + d.rank)  # per-process streams for dropout and the like
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.last_lr = float("nan")
 
     # -- set-up per mode ----------------------------------------------------------------------------------------
     def _feature_store(self):
@@ -537,6 +546,7 @@ class Run:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 100003 + epoch)
         return DataLoader(self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
                           num_workers=self.cfg.data.num_workers, collate_fn=self.collate, generator=g,
+                          worker_init_fn=seed_worker,
                           drop_last=len(self.sampler.inner) >= self.cfg.data.batch_size,
                           pin_memory=self.d.device.type == "cuda")
 
@@ -557,7 +567,8 @@ class Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.last_lr = next(g["lr"] for g in self.optimizer.param_groups  # this step's rate (optim.lr
+                                 if g["name"].startswith("heads"))           # × schedule; towers × tower_lr_scale)
         self.scheduler.step()
         self.step += 1
         self.batch_in_epoch += t.grad_accum
@@ -625,6 +636,7 @@ class Run:
                         last_eval = self.run_eval()
                     record = {"type": "epoch", "step": self.step, "epoch": self.epoch,
                               "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                              "lr": self.last_lr, "temperature": self.temperature(),
                               **(last_eval if evaluated else {})}
                     if metrics is not None:
                         metrics.write(record)

@@ -165,6 +165,7 @@ class TrainModule(nn.Module):
         return {}
 
     def export(self, out_dir: Path, tokenize: Tokenizer, include_towers: bool, training: dict[str, Any]) -> Path:
+        """Write a folder :func:`photosearch.model.load_model` loads; the model is named after ``out_dir``."""
         raise NotImplementedError
 
 
@@ -256,7 +257,7 @@ class ComposedModule(TrainModule):
 
         dual = self.dual
         saved_cfg = dual.cfg
-        cfg = dataclasses.replace(saved_cfg, name=out_dir.name if saved_cfg.name in ("", "model") else saved_cfg.name)
+        cfg = dataclasses.replace(saved_cfg, name=out_dir.name)  # the name the app shows
         tok = cfg.text.tokenizer
         if not include_towers and tok is not None and tok.kind == "path":
             # a tokenizer folder given at training time goes into the checkpoint, which must stand alone

@@ -18,9 +18,11 @@ class MetricsLog:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
     Records: every ``train.log_every`` steps ``{"type": "train", "step", "epoch", "loss", "lr", "temperature"}``;
-    after every epoch ``{"type": "epoch", "step", "epoch", "train_loss", <metric>: value, ...}`` (metrics on the
-    epochs that were evaluated: ``t2i_R@K``, ``i2t_R@K``, ``zero_shot``). Resuming from step S drops records after S first
-    (they are about to be recomputed) and tells TensorBoard to purge them too.
+    after every epoch ``{"type": "epoch", "step", "epoch", "train_loss", "lr", "temperature", <metric>: value}``
+    with the metrics of the epochs that were evaluated (``t2i_R@K``, ``i2t_R@K``, ``zero_shot``). TensorBoard gets
+    ``train/loss``, ``train/lr``, ``train/temperature``, ``train/train_loss`` (epoch mean) and ``eval/<metric>``.
+    Resuming from step S drops records after S first (they are about to be recomputed) and tells TensorBoard to
+    purge them too.
     """
 
     def __init__(self, folder: Path, tensorboard: bool, resume_step: int | None = None):
@@ -47,8 +49,9 @@ class MetricsLog:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self.writer is not None:
+            skip = ("type", "step", "epoch") + (("lr", "temperature") if record.get("type") == "epoch" else ())
             for k, v in record.items():
-                if k not in ("type", "step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
                     prefix = "train" if record.get("type") == "train" or k == "train_loss" else "eval"
                     self.writer.add_scalar(f"{prefix}/{k}", v, record["step"])
             self.writer.flush()
@@ -81,17 +84,18 @@ def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
     epochs = [r for r in records if r.get("type") == "epoch"]
     evals = [r for r in epochs if "t2i_R@1" in r or "zero_shot" in r]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    steps = [r["step"] for r in train]
-    axes[0].plot(steps, [r["loss"] for r in train], label="per step", alpha=0.6)
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], marker=".", label="logged steps", alpha=0.6)
     axes[0].plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], marker="o", label="epoch mean")
     axes[0].legend(fontsize=7)
     axes[0].set_xlabel("optimizer step")
     axes[0].set_title("training loss")
-    axes[1].plot(steps, [r["lr"] for r in train], color="tab:orange", label="learning rate")
-    axes[1].set_xlabel("optimizer step")
+    points = sorted({r["step"]: r for r in train + epochs if "lr" in r}.values(), key=lambda r: r["step"])
+    steps = [r["step"] for r in points]
+    axes[1].plot(steps, [r["lr"] for r in points], marker=".", color="tab:orange", label="learning rate")
+    axes[1].set_xlabel("optimizer step (lr: learning rate applied in that step)")
     axes[1].set_title("learning rate (orange) / temperature (green)")
     twin = axes[1].twinx()
-    twin.plot(steps, [r["temperature"] for r in train], color="tab:green", label="temperature")
+    twin.plot(steps, [r["temperature"] for r in points], marker=".", color="tab:green", label="temperature")
     for k in RECALL_KEYS + ("zero_shot",):
         if evals and k in evals[0]:
             axes[2].plot([r["epoch"] for r in evals], [r[k] for r in evals], marker="o", label=k)
