@@ -17,13 +17,14 @@ WORDS = "a an the photo of cat dog red blue green car beach sunset tree house se
 
 def write_tiny_tokenizer(folder: Path) -> Path:
     """A BERT WordPiece tokenizer over a tiny vocabulary, saved offline."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab += ["##" + chr(c) for c in range(ord("a"), ord("z") + 1)]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # transformers 5: BertTokenizerFast(vocab_file=...) silently ignores the file (5 tokens, every word [UNK]);
+    # the vocabulary passed as a dict is honoured
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.save_pretrained(str(folder))
     return folder
 

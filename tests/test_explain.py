@@ -327,3 +327,10 @@ def test_path_of_shipped_vocabulary_exists():
 
     assert shipped_vocabulary_path().is_file()
     assert Path(shipped_vocabulary_path()).read_text(encoding="utf-8").count("\n") > 1000
+
+
+def test_tiny_model_texts_are_distinct(tiny_checkpoint):
+    """Guards the test fixture itself: the tiny tokenizer knows its words (not every word [UNK])."""
+    model = _tiny_model(tiny_checkpoint)
+    a, b = model.encode_texts(["a red car", "the sea"])
+    assert float(a @ b) < 0.999
