@@ -117,3 +117,35 @@ def test_duplicates_dialog_trash_and_undo(window, qtbot, tmp_path):
     assert (photos / "photo00 small.jpg").exists() and (photos / "photo01 copy.png").exists()
     qtbot.waitUntil(lambda: window.library.store.counts()["photos"] == 6, timeout=30000)
     dlg.close()
+
+
+def test_exported_model_is_offered_in_settings_and_searched_with(window, qtbot, tmp_path, tiny_checkpoint,
+                                                                  monkeypatch):
+    """A model exported by `python -m training export` (into the user models folder) shows up in Settings;
+    picking it builds its own index and searches with it."""
+    import shutil
+
+    from photosearch.ui.panes import SettingsDialog
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_checkpoint, models / "my-model")
+    monkeypatch.setenv("PHOTOSEARCH_MODELS", str(models))
+    add_photos(window, qtbot, tmp_path / "photos", 4)
+    old_id = window.library.model.model_id
+    dlg = SettingsDialog("default", "cpu", 1, str(window.library.folder), window)
+    i = dlg.model_combo.findData("my-model")
+    assert i > 0 and str(models / "my-model") in dlg.model_combo.itemText(i)
+    dlg.model_combo.setCurrentIndex(i)
+    values = dlg.values()
+    assert values["model"] == "my-model"
+    window.apply_settings(values)
+    assert window.library.store.get_setting("model") == "my-model"
+    qtbot.waitUntil(lambda: window.library.model.info.path == str(models / "my-model"), timeout=30000)
+    qtbot.waitUntil(lambda: window.library.store.counts(window.library.model.model_id)["indexed"] >= 4,
+                    timeout=30000)
+    assert window.library.model.model_id == old_id  # same weights, so the same id: its index is reused
+    window.search.setText("a red car")
+    window.run_search()
+    qtbot.waitUntil(lambda: window.model.rowCount() == 4, timeout=10000)
+    again = SettingsDialog("my-model", "cpu", 1, str(window.library.folder), window)
+    assert again.model_combo.currentData() == "my-model"

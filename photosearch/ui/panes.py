@@ -364,9 +364,16 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.model_combo = QComboBox()
         self.model_combo.addItem("Shipped default model", "default")
+        from photosearch.model import installed_models
+
+        for name, path in installed_models():  # models exported by `python -m training export` (and shipped ones)
+            if name != "default":
+                self.model_combo.addItem(f"{name}  \u2014  {path}", name)
+                self.model_combo.setItemData(self.model_combo.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
         if model not in ("", "default"):
-            self.model_combo.addItem(model, model)
-            self.model_combo.setCurrentIndex(1)
+            if self.model_combo.findData(model) < 0:
+                self.model_combo.addItem(model, model)
+            self.model_combo.setCurrentIndex(self.model_combo.findData(model))
         choose = QPushButton("Choose model folder…")
         choose.clicked.connect(self._choose_model)
         self.device = QComboBox()
