@@ -281,7 +281,7 @@ def test_gather_features_with_gradients(ddp_results):
 # reproduced bit for bit by `python -m training default`)
 
 
-def _reference_train_heads(heads, data, cfg):
+def _reference_train_heads(heads, data, cfg, evaluate=None):
     """training.heads.train_heads as it was before its speed-ups (advanced indexing, per-photo caption draws,
     L2-SP through autograd): the bit-for-bit reference."""
     import numpy as np
@@ -328,6 +328,9 @@ def _reference_train_heads(heads, data, cfg):
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
+        if evaluate is not None:
+            heads.eval()
+            evaluate(heads)
     return losses
 
 
@@ -366,20 +369,35 @@ def _tiny_pairs(tmp_path: Path | None):
     return CachedPairs(pooled=pooled, logits=logits, text=text, captions_of=captions_of, groups=groups)
 
 
-@pytest.mark.parametrize("clean_fraction", [None, 0.5])
-@pytest.mark.parametrize("memmap", [False, True])
-def test_train_heads_is_bit_identical_to_the_reference(tmp_path, clean_fraction, memmap):
+@pytest.mark.parametrize(("clean_fraction", "memmap", "batch_size"),
+                         [(None, False, 16), (0.5, False, 16), (None, True, 16), (0.5, True, 23)])
+def test_train_heads_is_bit_identical_to_the_reference(tmp_path, clean_fraction, memmap, batch_size):
+    """70 photos: batch 16 ends on a batch of 6; batch 23 on a batch of 1, which is skipped."""
+    from training import heads as heads_mod
     from training.heads import HeadTrainConfig, train_heads
 
-    cfg = HeadTrainConfig(epochs=3, batch_size=16, lr=3e-3, l2sp=0.1, warmup_epochs=1, seed=7,
+    cfg = HeadTrainConfig(epochs=3, batch_size=batch_size, lr=3e-3, l2sp=0.1, warmup_epochs=1, seed=7,
                           clean_fraction=clean_fraction)
+    def evaluate(h):  # an evaluation that draws random numbers: masks drawn ahead across epochs would shift them
+        draws.append(torch.rand(4))
+        return {}
+
+    draws: list[torch.Tensor] = []
     ref = _tiny_heads()
-    ref_losses = _reference_train_heads(ref, _tiny_pairs(None), cfg)
+    ref_losses = _reference_train_heads(ref, _tiny_pairs(None), cfg, evaluate)
+    ref_rng, ref_draws, draws = torch.get_rng_state(), draws, []
     fast = _tiny_heads()
-    hist = train_heads(fast, _tiny_pairs(tmp_path if memmap else None), cfg)
+    probe = heads_mod._DropoutAhead.attach(fast)
+    assert probe is not None  # these heads get their masks drawn ahead
+    probe.close()
+    hist = train_heads(fast, _tiny_pairs(tmp_path if memmap else None), cfg, evaluate)
     for (name, a), b in zip(ref.state_dict().items(), fast.state_dict().values()):
         assert torch.equal(a, b), name
-    steps = math.ceil(70 / 16)
+    # nothing drawn ahead across an epoch's end (the evaluation draws the same numbers) nor past the end
+    assert all(torch.equal(a, b) for a, b in zip(draws, ref_draws)) and len(draws) == 3
+    assert torch.equal(torch.get_rng_state(), ref_rng)
+    assert all("forward" not in m.__dict__ for m in fast.modules())  # dropout modules restored
+    steps = 70 // batch_size if 70 % batch_size < 2 else math.ceil(70 / batch_size)
     assert hist.loss == pytest.approx([sum(ref_losses[e * steps : (e + 1) * steps]) / steps for e in range(3)],
                                       rel=1e-12)
     assert len(hist.epoch_seconds) == 3 and all(s > 0 for s in hist.epoch_seconds)
