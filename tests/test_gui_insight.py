@@ -40,7 +40,8 @@ def test_heatmap_toggle_and_description(window, qtbot, tmp_path):
     qtbot.keyClicks(window.search, "a red car")
     qtbot.waitUntil(lambda: window.model.rowCount() == 6, timeout=10000)
     window.view.setCurrentIndex(window.model.index(0))
-    qtbot.waitUntil(lambda: window.preview.describe_label.text().startswith("Looks like: "), timeout=15000)
+    qtbot.waitUntil(lambda: window.preview.describe_label.text().startswith("Looks like: ")
+                    and "\u2026" not in window.preview.describe_label.text(), timeout=15000)
     phrases = window.preview.describe_label.text()[len("Looks like: "):].split(" \u00b7 ")
     assert len(phrases) == 5 and set(phrases) == {"a red car", "a dog", "the sea", "a tree", "a house"}
     window.preview.why.setChecked(True)
