@@ -66,7 +66,8 @@ def size_report(bundle: Path) -> tuple[int, int, list[tuple[str, int]], list[str
 def probe(exe: list[str], library: Path, env: dict[str, str], query: str) -> tuple[float, float]:
     env = dict(env, PHOTOSEARCH_PROBE="1", PHOTOSEARCH_PROBE_QUERY=query)
     t0 = time.time()
-    out = subprocess.run([*exe, "--library", str(library)], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([*exe, "--library", str(library)], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
     marks = {ln.split()[1]: float(ln.split()[2]) for ln in out.stdout.splitlines() if ln.startswith("probe ")}
     if "window-visible" not in marks:
         raise RuntimeError(f"no probe output from {exe[0]} (exit {out.returncode}): {out.stderr[-2000:]}")
@@ -105,8 +106,8 @@ def main() -> int:
     if not args.bundle.is_dir():
         print(f"{args.bundle} does not exist: build it with `make bundle`", file=sys.stderr)
         return 2
-    lines = [f"Bundle `{args.bundle.name}` — {platform.platform()}, {os.cpu_count()} cores, "
-             f"load average at start {os.getloadavg()[0]:.1f}", ""]
+    lines = [(f"Bundle `{args.bundle.name}` — {platform.platform()}, {os.cpu_count()} cores, "
+              f"load average at start {os.getloadavg()[0]:.1f}"), ""]
     total, count, top, suspicious = size_report(args.bundle)
     lines += [f"- size: **{total / 1e6:.0f} MB** unpacked ({total} bytes, {count} files; symlinks not counted)",
               "- torch / CUDA libraries in the bundle: " + (", ".join(suspicious[:5]) if suspicious else "none"),
@@ -119,10 +120,11 @@ def main() -> int:
         exe = [str(bundle / ("photosearch-cli.exe" if sys.platform == "win32" else "photosearch"))]
         env = clean_env(tmp / "home")
         t = time.perf_counter()
-        st = subprocess.run([*exe, "--self-test"], cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+        st = subprocess.run([*exe, "--self-test"], cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
+                            check=False)
         verdict = (st.stdout.strip().splitlines() or ["(no output)"])[-1]
-        lines += [f"- `--self-test` (outside the source tree, clean environment): exit {st.returncode}, "
-                  f"{time.perf_counter() - t:.1f} s wall — {verdict}", ""]
+        lines += [(f"- `--self-test` (outside the source tree, clean environment): exit {st.returncode}, "
+                   f"{time.perf_counter() - t:.1f} s wall — {verdict}"), ""]
 
         photos = tmp / "photos"
         make_photos(photos, args.photos)
@@ -139,9 +141,9 @@ def main() -> int:
         for _ in range(args.runs):
             for k, cmd in kinds.items():
                 res[k].append(probe(cmd, library, env, args.query))
-        lines += [f"Start-up, {args.runs} runs each after one warm-up launch (page cache warm), library of "
-                  f"{args.photos} indexed photos, query {args.query!r}, Qt offscreen, load average now "
-                  f"{os.getloadavg()[0]:.1f}:", "",
+        lines += [(f"Start-up, {args.runs} runs each after one warm-up launch (page cache warm), library of "
+                   f"{args.photos} indexed photos, query {args.query!r}, Qt offscreen, load average now "
+                   f"{os.getloadavg()[0]:.1f}:"), "",
                   "| app | window visible | first text result |", "|---|---|---|"]
         for k, r in res.items():
             lines.append(f"| {k} | {fmt([a for a, _ in r])} | {fmt([b for _, b in r])} |")

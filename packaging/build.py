@@ -80,7 +80,7 @@ def missing_system_libraries(bundle: Path) -> list[str]:
     env = dict(os.environ, LD_LIBRARY_PATH=f"{internal}:{internal / 'PySide6' / 'Qt' / 'lib'}")
     missing: set[str] = set()
     for plugin in sorted((internal / "PySide6" / "Qt" / "plugins" / "platforms").glob("libq*.so")):
-        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, env=env).stdout
+        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, env=env, check=False).stdout
         missing |= {ln.split()[0] for ln in out.splitlines() if "not found" in ln}
     return sorted(missing)
 
@@ -93,7 +93,7 @@ def self_test(bundle: Path) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PHOTOSEARCH"))}
         env.update(QT_QPA_PLATFORM="offscreen", HOME=tmp, XDG_CACHE_HOME=str(Path(tmp) / "cache"),
                    XDG_DATA_HOME=str(Path(tmp) / "data"), XDG_CONFIG_HOME=str(Path(tmp) / "config"))
-        r = subprocess.run([str(executable(copy)), "--self-test"], cwd=tmp, env=env, timeout=600)
+        r = subprocess.run([str(executable(copy)), "--self-test"], cwd=tmp, env=env, timeout=600, check=False)
         return r.returncode
 
 
