@@ -67,8 +67,11 @@ def test_tags_dialog_tags_photos_and_tag_search(window, qtbot, tmp_path, monkeyp
     dlg.name.setText("sky")
     dlg.sensitivity.setCurrentText("loose")
     dlg.add()
-    qtbot.waitUntil(lambda: dlg.status.text().startswith("Scored 6 photos"), timeout=15000)
-    assert dlg.list.count() == 1 and dlg.list.item(0).text().startswith("sky  (")
+    store = window.library.store
+    qtbot.waitUntil(lambda: store.query("SELECT COUNT(*) FROM tag_runs WHERE tag='sky'")[0][0] == 6, timeout=30000)
+    qtbot.waitUntil(lambda: dlg.status.text().startswith("Tags up to date: 6 photos scored"), timeout=10000)
+    n_tagged = store.query("SELECT COUNT(*) FROM photo_tags WHERE tag='sky'")[0][0]
+    assert dlg.list.count() == 1 and dlg.list.item(0).text().startswith(f"sky  ({n_tagged} photos)")
     dlg.name.setText("bad:name")
     from PySide6.QtWidgets import QMessageBox
 
@@ -82,7 +85,6 @@ def test_tags_dialog_tags_photos_and_tag_search(window, qtbot, tmp_path, monkeyp
     window.run_search()
     qtbot.waitUntil(lambda: window.stack.currentIndex() == PAGE_RESULTS or "No results" in
                     window.none_page.label.text(), timeout=10000)
-    n_tagged = window.library.store.query("SELECT COUNT(*) FROM photo_tags WHERE tag='sky'")[0][0]
     assert window.model.rowCount() == n_tagged
     dlg.grab().save(str(ARTIFACTS / "21-tags-dialog.png"))
     dlg.close()

@@ -5,6 +5,7 @@ executable passes ``--self-test`` from a copy outside the source tree."""
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from photosearch.model import ModelError, default_model_dir, load_model, resources_dir
 from photosearch.model.onnx_model import OnnxModel, export_paths, shipped_export_paths, try_load_onnx_only
+from tests.conftest import write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,6 +163,28 @@ def test_bundle_builds_and_passes_self_test_outside_the_source_tree(tmp_path, ti
     verdict = r.stdout.strip().splitlines()[-1]
     assert verdict.startswith("photosearch self-test: PASS") and "onnx images" in verdict, verdict
     assert not (home / ".cache" / "photosearch" / "onnx").exists()  # the shipped exports served, none re-made
+
+    # why-this-match without torch: describe (shipped vocabulary), auto-tags, and the occlusion heatmap
+    assert (app / "_internal" / "resources" / "vocabulary" / "default.txt").is_file()
+    photos = home / "Pictures"
+    for i in range(3):
+        write_photo(photos / f"p{i}.jpg", i, size=(160, 120))
+    lib = ["--library", str(home / "lib2")]
+
+    def bundled(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(app / "photosearch"), *args, *lib], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=600, check=False)
+
+    assert bundled("index", str(photos), "-q").returncode == 0
+    vocab = home / "v.txt"
+    vocab.write_text("a red car\na dog\nthe sea\n")
+    r = bundled("describe", str(photos / "p0.jpg"), "--vocabulary", str(vocab), "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["phrases"]) == 3, r.stderr[-3000:]
+    r = bundled("explain", str(photos / "p1.jpg"), "the sea", "--out", str(home / "h.png"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["method"] == "occlusion", r.stderr[-3000:]
+    assert (home / "h.png").is_file()
+    r = bundled("tags", "add", "sky", "--threshold", "-100", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])[0]["photos"] == 3, r.stderr[-3000:]
 
     # a model that needs torch gets a clear message instead of a traceback
     r = subprocess.run([str(app / "photosearch"), "search", "--library", str(home / "lib"), "--model",

@@ -15,9 +15,9 @@ from pathlib import Path
 # photosearch works offline: never let transformers reach for a model hub (a user can still set this to 0)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING
 
-from photosearch.model.errors import (  # noqa: E402
+from photosearch.model.errors import (
     BackboneUnavailableError,
     CheckpointCorruptError,
     CheckpointNotFoundError,
@@ -26,14 +26,17 @@ from photosearch.model.errors import (  # noqa: E402
     UnsupportedCheckpointError,
     WeightsHashMismatchError,
 )
-from photosearch.model.vectors import l2_normalize  # noqa: E402
+from photosearch.model.vectors import l2_normalize
 
 if TYPE_CHECKING:
     import torch
 
     from photosearch.model.encoder import EmbeddingModel
 
-_LAZY = {"EmbeddingModel", "ModelInfo", "checkpoint_kind", "pick_device"}
+_LAZY = {"EmbeddingModel", "ModelInfo", "pick_device"}
+
+
+from photosearch.model.composed_config import checkpoint_kind
 
 
 def __getattr__(name: str):
@@ -55,12 +58,12 @@ __all__ = [
     "UnsupportedCheckpointError",
     "WeightsHashMismatchError",
     "default_model_dir",
+    "installed_models",
     "l2_normalize",
-    "pick_device",
     "load_model",
+    "pick_device",
     "resolve_model_path",
     "user_models_dir",
-    "installed_models",
 ]
 
 
@@ -149,8 +152,6 @@ def load_model(
             "models shipped with ONNX exports (the default model). Choose the default model in Settings, or use "
             "the GPU build or a source install (pip install photosearch) for other models."
         )
-    from photosearch.model.encoder import checkpoint_kind
-
     kind = checkpoint_kind(path)
     if kind == "dual_encoder":
         from photosearch.model.composed import load_dual_encoder

@@ -43,3 +43,16 @@ def verified_config(path: str | Path) -> DualEncoderConfig:
     if not cfg.model_id:
         cfg.model_id = compute_model_id(cfg)
     return cfg
+
+
+def checkpoint_kind(path: Path) -> str:
+    """Tell what kind of checkpoint a directory holds from its config.json, without loading weights."""
+    cfg = read_json(path / "config.json")
+    if cfg.get("format") == "photosearch-checkpoint":
+        return "dual_encoder"
+    mt = cfg.get("model_type")
+    if mt == "clip":
+        return "hf_clip"
+    if mt in ("siglip", "siglip2"):
+        return "hf_siglip"
+    return f"unknown:{mt}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -69,16 +69,4 @@ class EmbeddingModel(EncoderBase):
         self._text_runner, self.text_backend = runner, backend  # type: ignore[method-assign]
 
 
-def checkpoint_kind(path: Path) -> str:
-    """Tell what kind of checkpoint a directory holds from its config.json, without loading weights."""
-    from photosearch.model.config import read_json
-
-    cfg = read_json(path / "config.json")
-    if cfg.get("format") == "photosearch-checkpoint":
-        return "dual_encoder"
-    mt = cfg.get("model_type")
-    if mt == "clip":
-        return "hf_clip"
-    if mt in ("siglip", "siglip2"):
-        return "hf_siglip"
-    return f"unknown:{mt}"
+from photosearch.model.composed_config import checkpoint_kind  # noqa: F401 - re-exported (torch-free)

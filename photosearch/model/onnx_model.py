@@ -87,7 +87,8 @@ def _session(path: Path, threads: int | None):
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+    env = os.environ.get("PHOTOSEARCH_THREADS", "")
+    so.intra_op_num_threads = threads or (int(env) if env.isdigit() and int(env) > 0 else max(1, os.cpu_count() or 1))
     so.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 

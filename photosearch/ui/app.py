@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -27,6 +28,13 @@ def run_app(library_dir: Path | None = None, model: str | None = None, device: s
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
     app.setApplicationName("photosearch")
     app.setOrganizationName("photosearch")
+    from photosearch.model import resources_dir
+
+    icon = resources_dir() / "icons" / "photosearch.png"
+    if icon.is_file():
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     settings = QSettings(str(settings_path()), QSettings.Format.IniFormat)
     folder = library_dir or (Path(str(settings.value("library"))) if settings.value("library") else None) \
         or default_library_dir()
@@ -34,9 +42,12 @@ def run_app(library_dir: Path | None = None, model: str | None = None, device: s
     threads = settings.value("threads")
     if threads:
         try:
-            import torch
+            # ONNX Runtime sessions (the default, torch-free path) read this when they are created
+            os.environ["PHOTOSEARCH_THREADS"] = str(int(threads))
+            if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+                import torch
 
-            torch.set_num_threads(int(threads))
+                torch.set_num_threads(int(threads))
         except (ImportError, ValueError):
             pass
     try:

@@ -305,7 +305,8 @@ class TagsDialog(QDialog):
             self.search_tag.emit(item.data(Qt.ItemDataRole.UserRole))
 
     def _applied(self, report) -> None:
-        self.status.setText(f"Scored {report.photos:,} photos in {report.seconds:.1f} s.")
+        if report.photos:
+            self.status.setText(f"Tags up to date: {report.photos:,} photos scored in {report.seconds:.1f} s.")
         self.refresh()
 
 

@@ -411,7 +411,7 @@ class SettingsDialog(QDialog):
 
     def set_model_folder(self, path: str) -> bool:
         from photosearch.model import ModelError
-        from photosearch.model.encoder import checkpoint_kind
+        from photosearch.model.composed_config import checkpoint_kind
 
         try:
             kind = checkpoint_kind(Path(path))
