@@ -67,6 +67,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return total[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
+@torch.compiler.disable  # collectives run eagerly: a compiled loss or step breaks its graph here
 def gather_features(x: torch.Tensor) -> torch.Tensor:
     """All-gather ``x`` (B, ...) → (W·B, ...) across the default process group, keeping gradients.
 
@@ -78,6 +79,7 @@ def gather_features(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
+@torch.compiler.disable
 def _gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
