@@ -178,6 +178,7 @@ def main() -> None:
         if "tags" in args.sections:
             out += ["### Auto-tagging from stored vectors", ""]
             bench_tags(out, lib)
+            print("\n".join(out), flush=True)
         if "duplicates" in args.sections:
             out += ["", "### Duplicate grouping", ""]
             bench_duplicates(out, lib, planted)

@@ -384,12 +384,14 @@ class VectorIndex:
     # ---- reads -------------------------------------------------------------------------------------------------
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef: int | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef: int | None = None,
+        threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live ids by cosine similarity: ids (Q, k') int64 and scores (Q, k') float32, best first.
 
         k' = min(k, number of candidates). With `allowed`, only those ids can be returned: a small allowed set is
-        searched exactly, a large one through the graph with a filter and a raised ef."""
+        searched exactly, a large one through the graph with a filter and a raised ef. ``threads``: for large
+        query batches (default: the index's own setting)."""
         q = np.asarray(queries)
         if q.ndim == 1:
             q = q[None, :]
@@ -421,7 +423,7 @@ class VectorIndex:
                 g.index.set_ef(ef)  # every concurrent reader in this mode wants the same ef
             filt = None if candidates is None else set(candidates.tolist()).__contains__
             try:
-                labels, dist = g.index.knn_query(q, k=kk, num_threads=self.threads, filter=filt)
+                labels, dist = g.index.knn_query(q, k=kk, num_threads=threads or self.threads, filter=filt)
             except RuntimeError as e:  # the graph walk found fewer than kk results
                 log.warning("hnswlib search failed (%s); falling back to exact search over %d vectors", e, n)
                 ids = g.live_ids() if candidates is None else candidates

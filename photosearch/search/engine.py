@@ -190,44 +190,63 @@ class Searcher:
         return results[:limit]
 
 
-def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours: int = 8) -> list[list[Result]]:
+def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours: int = 8,
+                          threads: int | None = None) -> list[list[Result]]:
     """Groups of near-duplicate photos (burst shots, edited copies, resized exports): photos whose visual
-    vectors have cosine ≥ ``threshold``, found among each photo's nearest shared-space neighbours."""
+    vectors have cosine ≥ ``threshold``, found among each photo's nearest shared-space neighbours.
+
+    One batched graph search for all photos (all cores, a small ef: near-duplicates are each other's closest
+    neighbours), then the visual cosines of the candidate pairs in vectorised chunks."""
     mi = library.index_for()
     store = library.store
-    ids, vis = store.embeddings(mi.model_id, visual=True)
+    ids, vis = store.embeddings(mi.model_id, visual=True)  # ordered by photo id
     if len(ids) < 2:
         return []
-    vis = l2_normalize(vis)
-    pos = {int(i): n for n, i in enumerate(ids)}
+    eids, emb = store.embeddings(mi.model_id)
+    if not np.array_equal(eids, ids):  # a photo without a visual vector: keep the photos that have both
+        common = np.intersect1d(ids, eids)
+        vis, emb = vis[np.isin(ids, common)], emb[np.isin(eids, common)]
+        ids = common
+    vis = l2_normalize(vis).astype(np.float32)
+    k = min(neighbours + 1, len(ids))
+    nb_ids, _ = mi.index.search(emb, k, ef=max(32, 2 * k), threads=threads or os.cpu_count() or 1)
+    pos = np.searchsorted(ids, nb_ids)  # neighbour ids → rows (the index may hold ids the query set lacks)
+    pos = np.minimum(pos, len(ids) - 1)
+    valid = ids[pos] == nb_ids
+    rows = np.broadcast_to(np.arange(len(ids))[:, None], pos.shape)
+    a, b = rows[valid], pos[valid]
+    keep = a < b  # each unordered pair once (also drops the photo itself)
+    a, b = a[keep], b[keep]
+    close = np.zeros(len(a), bool)
+    for s in range(0, len(a), 50_000):  # bounded memory: 50k pairs × visual width
+        close[s : s + 50_000] = np.einsum("nd,nd->n", vis[a[s : s + 50_000]], vis[b[s : s + 50_000]]) >= threshold
     parent = list(range(len(ids)))
 
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
 
-    _, emb = store.embeddings(mi.model_id, ids.tolist())
-    k = min(neighbours + 1, len(ids))
-    nb_ids, _ = mi.index.search(emb, k)
-    for n, row in enumerate(nb_ids):
-        for j in row:
-            m = pos.get(int(j))
-            if m is not None and m != n and float(vis[n] @ vis[m]) >= threshold:
-                parent[find(n)] = find(m)
+    for x, y in zip(a[close].tolist(), b[close].tolist()):
+        parent[find(x)] = find(y)
     groups: dict[int, list[int]] = {}
-    for n in range(len(ids)):
+    for n in {int(v) for v in a[close]} | {int(v) for v in b[close]}:
         groups.setdefault(find(n), []).append(n)
-    photos = store.get_photos(ids.tolist())
+    members_all = sorted({m for g in groups.values() for m in g})
+    photos = store.get_photos([int(ids[m]) for m in members_all])
     out = []
     for members in groups.values():
         if len(members) < 2:
             continue
+        members.sort()
         first = members[0]
         grp = []
         for m in members:
-            p = photos[int(ids[m])]
-            grp.append(Result(p.path, float(vis[first] @ vis[m]), p.id, p.taken_at, p.width, p.height, p.camera, p.size))
-        out.append(sorted(grp, key=lambda r: r.path))
+            p = photos.get(int(ids[m]))
+            if p is not None:
+                grp.append(Result(p.path, float(vis[first] @ vis[m]), p.id, p.taken_at, p.width, p.height, p.camera,
+                                  p.size))
+        if len(grp) >= 2:
+            out.append(sorted(grp, key=lambda r: r.path))
     return sorted(out, key=lambda g: (-len(g), g[0].path))
