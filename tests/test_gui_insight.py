@@ -68,7 +68,7 @@ def test_tags_dialog_tags_photos_and_tag_search(window, qtbot, tmp_path, monkeyp
     dlg.sensitivity.setCurrentText("loose")
     dlg.add()
     store = window.library.store
-    qtbot.waitUntil(lambda: store.query("SELECT COUNT(*) FROM tag_runs WHERE tag='sky'")[0][0] == 6, timeout=30000)
+    qtbot.waitUntil(lambda: store.query("SELECT COUNT(*) FROM tag_scored")[0][0] == 6, timeout=30000)
     qtbot.waitUntil(lambda: dlg.status.text().startswith("Tags up to date: 6 photos scored"), timeout=10000)
     n_tagged = store.query("SELECT COUNT(*) FROM photo_tags WHERE tag='sky'")[0][0]
     assert dlg.list.count() == 1 and dlg.list.item(0).text().startswith(f"sky  ({n_tagged} photos)")

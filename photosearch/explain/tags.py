@@ -102,21 +102,35 @@ def get_tag(store, name: str) -> Tag:
 
 
 def save_tag(store, tag: Tag) -> Tag:
-    """Add or change a tag; its photos are computed again by the next :func:`apply_tags`."""
+    """Add or change a tag; the next :func:`apply_tags` scores every photo again (cheap: stored vectors)."""
     tag = Tag(check_name(tag.name), tuple(p.strip() for p in tag.prompts if p.strip()), float(tag.threshold))
     with store.transaction() as db:
         db.execute("INSERT INTO tags(name, prompts, threshold) VALUES(?,?,?) ON CONFLICT(name) DO UPDATE SET "
                    "prompts=excluded.prompts, threshold=excluded.threshold",
                    (tag.name, json.dumps(list(tag.prompts)), tag.threshold))
         db.execute("DELETE FROM photo_tags WHERE tag=?", (tag.name,))
-        db.execute("DELETE FROM tag_runs WHERE tag=?", (tag.name,))
+        db.execute("DELETE FROM tag_scored")
+        _bump_version(db)
     return tag
+
+
+def _bump_version(db) -> None:
+    """Tags changed: a tagging run that read the old tags must not mark photos as scored."""
+    db.execute("INSERT INTO settings(key, value) VALUES('tags_version', '1') "
+               "ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
+
+def _version(db_or_store) -> str:
+    rows = (db_or_store.execute("SELECT value FROM settings WHERE key='tags_version'").fetchall()
+            if hasattr(db_or_store, "execute") else
+            db_or_store.query("SELECT value FROM settings WHERE key='tags_version'"))
+    return rows[0][0] if rows else "0"
 
 
 def remove_tag(store, name: str) -> None:
     get_tag(store, name)
     with store.transaction() as db:
-        db.execute("DELETE FROM tags WHERE name=?", (name.lower(),))  # photo_tags and tag_runs cascade
+        db.execute("DELETE FROM tags WHERE name=?", (name.lower(),))  # its photo_tags rows cascade
 
 
 @dataclass
@@ -126,39 +140,50 @@ class TagReport:
     seconds: float
 
 
-def apply_tags(library, photo_ids=None, scorer: TagScorer | None = None) -> TagReport:
-    """Score photos of the library's current model against every tag and store who passes. Only photos not
-    scored yet for a tag are scored (pass ``photo_ids`` to limit the run further); cheap enough to run after
-    every indexing batch."""
+def apply_tags(library, scorer: TagScorer | None = None) -> TagReport:
+    """Score the photos of the library's current model that were not scored against the current tags yet, and
+    store which tags they pass. Cheap enough to run after every indexing pass (only new photos are read)."""
     t0 = time.perf_counter()
     store = library.store
-    tags = list_tags(store)
-    model = library.model
-    mid = model.model_id
-    if not tags:
-        return TagReport(0, {}, time.perf_counter() - t0)
-    todo: dict[str, set[int]] = {}
-    for t in tags:
-        done = {r[0] for r in store.query("SELECT photo_id FROM tag_runs WHERE model_id=? AND tag=?", (mid, t.name))}
-        ids = set(store.vector_ids(mid).tolist()) if photo_ids is None else {int(i) for i in photo_ids}
-        todo[t.name] = ids - done
-    want = sorted(set().union(*todo.values()))
-    if want:
-        scorer = scorer or TagScorer.for_model(model, tags)
-        ids, vecs = store.embeddings(mid, want if len(want) < len(store.vector_ids(mid)) else None)
-        z = scorer.scores(vecs, [t.name for t in tags]) if len(ids) else np.zeros((0, len(tags)), np.float32)
+    n = 0
+    for _attempt in range(3):  # the tags may change while a run scores: then score again with the new ones
+        version = _version(store)
+        tags = list_tags(store)
+        if not tags:
+            return TagReport(0, {}, time.perf_counter() - t0)
+        model = library.model
+        mid = model.model_id
+        rows = store.query(
+            "SELECT v.photo_id, v.embedding FROM vectors v LEFT JOIN tag_scored s "
+            "ON s.model_id = v.model_id AND s.photo_id = v.photo_id "
+            "WHERE v.model_id = ? AND s.photo_id IS NULL ORDER BY v.photo_id", (mid,))
+        if not rows:
+            break
+        scorer = scorer if scorer is not None and _attempt == 0 else TagScorer.for_model(model, tags)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+        del rows
+        names = [t.name for t in tags]
+        z = scorer.scores(vecs, names)
+        th = np.array([t.threshold for t in tags], np.float32)
+        hit_rows, hit_cols = np.nonzero(z >= th[None, :])
+        everything = len(ids) == len(store.vector_ids(mid))
         with store.transaction() as db:
-            for j, t in enumerate(tags):
-                sel = np.array([int(i) in todo[t.name] for i in ids], bool)
-                if not sel.any():
-                    continue
-                hit = sel & (z[:, j] >= t.threshold)
-                db.executemany("INSERT OR REPLACE INTO photo_tags(photo_id, model_id, tag, score) VALUES(?,?,?,?)",
-                               [(int(i), mid, t.name, float(s)) for i, s in zip(ids[hit], z[hit, j])])
-                db.executemany("INSERT OR IGNORE INTO tag_runs(photo_id, model_id, tag) VALUES(?,?,?)",
-                               [(int(i), mid, t.name) for i in ids[sel]])
+            if _version(db) != version:
+                continue  # tags changed meanwhile: nothing written, score again
+            if everything:
+                db.execute("DELETE FROM photo_tags WHERE model_id=?", (mid,))
+            else:
+                db.executemany("DELETE FROM photo_tags WHERE model_id=? AND photo_id=?", [(mid, int(i)) for i in ids])
+            db.executemany("INSERT INTO photo_tags(photo_id, model_id, tag, score) VALUES(?,?,?,?)",
+                           [(int(ids[r]), mid, names[c], float(z[r, c])) for r, c in zip(hit_rows, hit_cols)])
+            db.executemany("INSERT OR IGNORE INTO tag_scored(model_id, photo_id) VALUES(?,?)",
+                           [(mid, int(i)) for i in ids])
+        n += len(ids)
+        break
+    mid = library.model.model_id
     counts = dict(store.query("SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag", (mid,)))
-    report = TagReport(len(want), {t.name: int(counts.get(t.name, 0)) for t in tags}, time.perf_counter() - t0)
+    report = TagReport(n, {t.name: int(counts.get(t.name, 0)) for t in tags}, time.perf_counter() - t0)
     log.info("tagged %d photos in %.2fs: %s", report.photos, report.seconds, report.assigned)
     return report
 

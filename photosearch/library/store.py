@@ -88,7 +88,8 @@ def _v2(db: sqlite3.Connection) -> None:
 
 
 def _v3(db: sqlite3.Connection) -> None:
-    """Auto-tags: the user's tags, which photos carry them (per model), and which photos were scored."""
+    """Auto-tags: the user's tags, which photos carry them (per model), and which photos were scored against
+    the current tag set (emptied when a tag is added or changed)."""
     _script(db, """
         CREATE TABLE tags (name TEXT PRIMARY KEY, prompts TEXT NOT NULL, threshold REAL NOT NULL);
         CREATE TABLE photo_tags (
@@ -99,12 +100,11 @@ def _v3(db: sqlite3.Connection) -> None:
             PRIMARY KEY (model_id, tag, photo_id)
         );
         CREATE INDEX photo_tags_photo ON photo_tags(photo_id);
-        CREATE TABLE tag_runs (
-            photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+        CREATE TABLE tag_scored (
             model_id TEXT NOT NULL,
-            tag TEXT NOT NULL REFERENCES tags(name) ON DELETE CASCADE,
-            PRIMARY KEY (model_id, tag, photo_id)
-        );
+            photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+            PRIMARY KEY (model_id, photo_id)
+        ) WITHOUT ROWID;
     """)
 
 
