@@ -29,7 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.bench_library import clustered, load_avg, make_photo  # noqa: E402
+from bench.bench_library import clustered, load_avg, make_photo
 
 TAGS = ["beach", "cat", "dog", "receipt", "screenshot", "car", "food", "mountains", "snow", "flowers"]
 
@@ -38,7 +38,7 @@ def bench_heatmap(out: list[str]) -> None:
     from PIL import Image
 
     from photosearch.explain.heatmap import Explainer
-    from photosearch.model import load_model, resolve_model_path
+    from photosearch.model import load_model
 
     model = load_model("default", device="cpu")
     work = Path(tempfile.mkdtemp(prefix="ps-heat-"))
@@ -48,7 +48,7 @@ def bench_heatmap(out: list[str]) -> None:
     make_photo(2, (448, 448)).save(small, quality=90)
     q = model.encode_texts(["a dog on a beach at sunset"])[0]
     t = time.perf_counter()
-    ex = Explainer(model, lambda: load_model(resolve_model_path("default"), device="cpu", image_backend="torch"))
+    ex = Explainer(model)
     first = ex.explain(str(small), q)
     first_s = time.perf_counter() - t
     out.append(f"load average before: {load_avg()}")

@@ -336,7 +336,6 @@ def cmd_undo_trash(args) -> int:
 
 def cmd_explain(args) -> int:
     from photosearch.explain.heatmap import Explainer, render_overlay
-    from photosearch.model import load_model
     from photosearch.model.preprocess import open_image
     from photosearch.search.engine import encode_terms
     from photosearch.search.query import parse_query
@@ -348,7 +347,7 @@ def cmd_explain(args) -> int:
     with lib:
         model = lib.model
         vec, visual = encode_terms(model, parse_query(args.query))
-        ex = Explainer(model, lambda: load_model(model.info.path, device="cpu", image_backend="torch"))
+        ex = Explainer(model)
         hm = ex.explain(str(args.image), vec, visual, method=args.method)
         render_overlay(open_image(str(args.image)), hm, max_side=1600).save(args.out)
         if args.json:

@@ -91,16 +91,44 @@ def _torch_available() -> bool:
     return True
 
 
+@dataclass
+class TorchImageModel:
+    """A torch module with ``encode_image`` (and, composed, ``image_tower``/``image_head``) on a device."""
+
+    module: object
+    device: object
+
+
+def default_torch_loader(model: EncoderBase) -> Callable[[], object]:
+    """How to get a torch model for heatmaps of ``model``'s checkpoint: the image half only for composed
+    checkpoints (the text tower is never needed), the whole model otherwise."""
+    path = model.info.path
+
+    def load():
+        if model.info.kind == "dual_encoder":
+            import torch
+
+            from photosearch.model.composed import load_image_side
+
+            return TorchImageModel(load_image_side(path), torch.device("cpu"))
+        from photosearch.model import load_model
+
+        return load_model(path, device="cpu", image_backend="torch")
+
+    return load
+
+
 class Explainer:
     """Makes heatmaps for one model. ``torch_loader`` gives a torch-backed model for the same checkpoint when
-    ``model`` itself runs without torch (ONNX-only); it is called at most once, on first use."""
+    ``model`` itself runs without torch (ONNX-only; default: :func:`default_torch_loader`); it is called at most
+    once, on first use."""
 
-    def __init__(self, model: EncoderBase, torch_loader: Callable[[], EncoderBase] | None = None):
+    def __init__(self, model: EncoderBase, torch_loader: Callable[[], object] | None = None):
         self.model = model
-        self._torch_loader = torch_loader
         self._torch_model = model if hasattr(model, "module") else None
+        self._torch_loader = torch_loader or (None if self._torch_model is not None else default_torch_loader(model))
 
-    def torch_model(self) -> EncoderBase | None:
+    def torch_model(self):
         if self._torch_model is None and self._torch_loader is not None and _torch_available():
             t = time.perf_counter()
             self._torch_model = self._torch_loader()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from photosearch.model.composed_config import compute_model_id, read_config, verified_config  # noqa: F401
 from photosearch.model.config import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -19,10 +20,9 @@ from photosearch.model.config import (
     TextTowerConfig,
     WeightsSource,
 )
-from photosearch.model.composed_config import compute_model_id, read_config, verified_config  # noqa: F401
 from photosearch.model.encoder import EmbeddingModel, ModelInfo, Tokenizer, pick_device
 from photosearch.model.errors import CheckpointCorruptError
-from photosearch.model.towers import DualEncoder
+from photosearch.model.towers import DualEncoder, ImageTower, build_head
 from photosearch.model.weights import load_state_dict_file, resolve_source, sha256_file
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,36 @@ def load_dual_encoder_module(path: str | Path) -> tuple[DualEncoder, DualEncoder
     except RuntimeError as e:
         raise CheckpointCorruptError(f"{weights} does not fit the architecture in config.json: {e}") from e
     return module.eval(), cfg
+
+
+class ImageSide(torch.nn.Module):
+    """The image half of a composed model (tower + head), without the text tower: what heatmaps need."""
+
+    def __init__(self, cfg: DualEncoderConfig, checkpoint_dir: Path):
+        super().__init__()
+        self.cfg = cfg
+        self.image_tower = ImageTower(cfg.image, checkpoint_dir)
+        self.image_head = build_head(cfg.image_head, cfg.image.num_classes)
+
+    def encode_image(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, logits = self.image_tower(pixels)
+        return self.image_head(pooled, logits), pooled
+
+
+def load_image_side(path: str | Path) -> ImageSide:
+    """Only the image tower and head of a composed checkpoint (hashes verified): about half the load time of
+    the whole model, since the text tower is never built."""
+    path = Path(path)
+    cfg = verified_config(path)
+    module = ImageSide(cfg, path)
+    sd = {k: v for k, v in load_state_dict_file(path / WEIGHTS_FILE).items()
+          if k.startswith(("image_tower.", "image_head."))}
+    expected = [k for k in module.state_dict() if not (cfg.image.weights and k.startswith("image_tower."))]
+    missing = sorted(set(expected) - set(sd))
+    if missing:
+        raise CheckpointCorruptError(f"{path / WEIGHTS_FILE} lacks {len(missing)} tensors (e.g. {missing[:3]})")
+    module.load_state_dict(sd, strict=False)
+    return module.eval()
 
 
 def load_dual_encoder(path: str | Path, device: str | torch.device | None = "auto") -> EmbeddingModel:

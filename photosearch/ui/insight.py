@@ -104,12 +104,10 @@ class InsightWorker(QObject):
     # -- work (worker thread) ------------------------------------------------------------------------------
     def explainer(self):
         from photosearch.explain.heatmap import Explainer
-        from photosearch.model import load_model
 
         model = self.library.model
         if self._explainer is None or self._explainer_model is not model:
-            path = model.info.path
-            self._explainer = Explainer(model, lambda: load_model(path, device="cpu", image_backend="torch"))
+            self._explainer = Explainer(model)  # loads a torch image tower on first use when the model is ONNX-only
             self._explainer_model = model
         return self._explainer
 
