@@ -152,3 +152,21 @@ def test_exported_model_is_offered_in_settings_and_searched_with(window, qtbot, 
     qtbot.waitUntil(lambda: window.model.rowCount() == 4, timeout=10000)
     again = SettingsDialog("my-model", "cpu", 1, str(window.library.folder), window)
     assert again.model_combo.currentData() == "my-model"
+
+
+def test_duplicates_dialog_shows_many_groups_a_page_at_a_time(window, qtbot):
+    from photosearch.search.engine import Result
+
+    dlg = DuplicatesDialog(window.library, window.insight, window.thumbs, window)
+    window.insight.duplicates_found.disconnect(dlg.show_groups)  # the empty library's own answer must not interfere
+    groups = [[Result(f"/nowhere/g{n}-{i}.jpg", 1.0, 10 * n + i, width=100 + i, height=100, size=1000)
+               for i in range(2)] for n in range(95)]
+    dlg.show_groups(groups, 0.1)
+    assert len(dlg.choices) == DuplicatesDialog.PAGE and not dlg.more_button.isHidden()
+    assert len(dlg.planned()) == DuplicatesDialog.PAGE  # only what is shown is acted on
+    dlg.more_button.click()
+    dlg.more_button.click()
+    assert len(dlg.choices) == 95 and dlg.more_button.isHidden()
+    assert all(p.endswith("-0.jpg") for p in dlg.planned())  # the larger (…-1) of each pair is kept
+    assert dlg.summary.text().startswith("95 groups, 95 photos that could go")
+    dlg.close()

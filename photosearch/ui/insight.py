@@ -372,15 +372,35 @@ class DuplicatesDialog(QDialog):
         self.trash_button.setEnabled(False)
         self.worker.find_duplicates(float(self.threshold.value()))
 
-    def show_groups(self, groups, seconds: float) -> None:
-        from photosearch.cli import keeper
+    PAGE = 40  # groups built at a time: thousands of groups must not freeze the window
 
+    def show_groups(self, groups, seconds: float) -> None:
         self.groups = groups
         self.choices = []
         self._labels = {}
         inner = QWidget()
-        v = QVBoxLayout(inner)
-        for n, g in enumerate(groups):
+        self._groups_layout = QVBoxLayout(inner)
+        self.more_button = QPushButton("")
+        self.more_button.clicked.connect(self._show_more)
+        self._groups_layout.addWidget(self.more_button)
+        self._groups_layout.addStretch(1)
+        self.area.setWidget(inner)
+        self._show_more()
+        extra = sum(len(g) - 1 for g in groups)
+        text = (f"{len(groups):,} groups, {extra:,} photos that could go ({seconds:.1f} s). The largest of each "
+                "group is marked Keep \u2014 change it if you like; only the groups shown are acted on." if groups
+                else f"No near-duplicates found ({seconds:.1f} s).")
+        self.summary.setText(f"{self._notice}\n{text}" if self._notice else text)
+        self._notice = ""
+        self.trash_button.setEnabled(bool(groups))
+
+    def _show_more(self) -> None:
+        """Build the next page of groups (widgets and thumbnail requests only for what is shown)."""
+        from photosearch.cli import keeper
+
+        start = len(self.choices)
+        for n in range(start, min(start + self.PAGE, len(self.groups))):
+            g = self.groups[n]
             box = QGroupBox(f"Group {n + 1}: {len(g)} photos")
             h = QHBoxLayout(box)
             choice = QButtonGroup(box)
@@ -407,18 +427,13 @@ class DuplicatesDialog(QDialog):
                 h.addWidget(cell)
             h.addStretch(1)
             self.choices.append(choice)
-            v.addWidget(box)
-        v.addStretch(1)
-        self.area.setWidget(inner)
-        extra = sum(len(g) - 1 for g in groups)
-        text = (f"{len(groups)} groups, {extra} photos that could go ({seconds:.1f} s). The largest of "
-                "each group is marked Keep \u2014 change it if you like." if groups
-                else f"No near-duplicates found ({seconds:.1f} s).")
-        self.summary.setText(f"{self._notice}\n{text}" if self._notice else text)
-        self._notice = ""
-        self.trash_button.setEnabled(bool(groups))
+            self._groups_layout.insertWidget(self._groups_layout.count() - 2, box)  # before the button
+        left = len(self.groups) - len(self.choices)
+        self.more_button.setVisible(left > 0)
+        self.more_button.setText(f"Show {min(left, self.PAGE)} more groups ({left:,} not shown)")
 
     def planned(self) -> list[str]:
+        """The photos to move: in every group shown, all but the one marked Keep."""
         out = []
         for g, choice in zip(self.groups, self.choices):
             keep = choice.checkedId()
