@@ -334,6 +334,7 @@ class DuplicatesDialog(QDialog):
         find.clicked.connect(self.find)
         self.summary = QLabel("Looking for near-duplicates\u2026")
         self.summary.setTextFormat(Qt.TextFormat.PlainText)
+        self.summary.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
         top.addWidget(QLabel("similarity \u2265"))
