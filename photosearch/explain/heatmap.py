@@ -27,7 +27,7 @@ from PIL import Image
 
 from photosearch.model.base import EncoderBase
 from photosearch.model.config import PreprocessConfig
-from photosearch.model.preprocess import ImageInput, open_image, resize_crop, to_array
+from photosearch.model.preprocess import ImageInput, crop_geometry, open_image, resize_crop, to_array
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +63,9 @@ def crop_box(size: tuple[int, int], cfg: PreprocessConfig) -> tuple[float, float
     w, h = size
     if cfg.resize_mode == "squash":
         return 0.0, 0.0, float(w), float(h)
-    short, s = cfg.resize or cfg.size, cfg.size
-    if w <= h:
-        nw, nh = short, max(short, int(short * h / w))
-    else:
-        nw, nh = max(short, int(short * w / h)), short
-    if cfg.crop_rounding == "floor":
-        left, top = (nw - s) // 2, (nh - s) // 2
-    else:
-        left, top = round((nw - s) / 2.0), round((nh - s) / 2.0)
+    nw, nh, left, top = crop_geometry(w, h, cfg)
     fx, fy = w / nw, h / nh
-    return left * fx, top * fy, (left + s) * fx, (top + s) * fy
+    return left * fx, top * fy, (left + cfg.size) * fx, (top + cfg.size) * fy
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:

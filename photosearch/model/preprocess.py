@@ -82,24 +82,27 @@ def open_image(src: ImageInput, min_side: int | None = None, background: tuple[i
     return im.convert("RGB")
 
 
+def crop_geometry(width: int, height: int, cfg: PreprocessConfig) -> tuple[int, int, int, int]:
+    """(resized width, resized height, crop left, crop top) of the shortest-side resize and centre crop."""
+    short, size = cfg.resize or cfg.size, cfg.size
+    if width <= height:
+        nw, nh = short, max(short, int(short * height / width))
+    else:
+        nw, nh = max(short, int(short * width / height)), short
+    if cfg.crop_rounding == "floor":
+        return nw, nh, (nw - size) // 2, (nh - size) // 2
+    return nw, nh, int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+
+
 def resize_crop(im: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize (shortest side or squash) and centre-crop to ``cfg.size`` square."""
     resample = _RESAMPLE[cfg.interpolation]
     size = cfg.size
     if cfg.resize_mode == "squash":
         return im.resize((size, size), resample)
-    short = cfg.resize or size
-    w, h = im.size
-    if w <= h:
-        nw, nh = short, max(short, int(short * h / w))
-    else:
-        nw, nh = max(short, int(short * w / h)), short
-    if (nw, nh) != (w, h):
+    nw, nh, left, top = crop_geometry(*im.size, cfg)
+    if (nw, nh) != im.size:
         im = im.resize((nw, nh), resample)
-    if cfg.crop_rounding == "floor":
-        left, top = (nw - size) // 2, (nh - size) // 2
-    else:
-        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     return im.crop((left, top, left + size, top + size))
 
 
