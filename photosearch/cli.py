@@ -27,6 +27,7 @@ def _date(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from photosearch.search.engine import KEEP_RULES
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--library", type=Path, help="library folder (default: $PHOTOSEARCH_LIBRARY or the user data folder)")
     common.add_argument("--model", default=None, help="'default', a photosearch checkpoint folder, or a Hugging Face "
@@ -98,30 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "higher = stricter)")
     p.add_argument("--json", action="store_true")
     return ap
-
-
-KEEP_RULES = ("largest", "newest", "oldest", "first")
-
-
-def keeper(group, rule: str):
-    """The photo of a near-duplicate group that stays: largest (pixels, then bytes), newest/oldest (date taken,
-    else file time), or first (by path)."""
-    if rule == "largest":
-        return max(group, key=lambda r: ((r.width or 0) * (r.height or 0), r.size or 0, r.path))
-    if rule in ("newest", "oldest"):
-        import os
-
-        def when(r):
-            if r.taken_at is not None:
-                return r.taken_at
-            try:
-                return os.stat(r.path).st_mtime
-            except OSError:
-                return 0.0
-
-        pick = max if rule == "newest" else min
-        return pick(group, key=when)
-    return min(group, key=lambda r: r.path)
 
 
 def open_library(args: argparse.Namespace, **kw):
@@ -294,6 +271,7 @@ def cmd_status(args) -> int:
 
 def cmd_duplicates(args) -> int:
     from photosearch.search import near_duplicate_groups
+    from photosearch.search.engine import keeper
 
     lib = open_library(args)
     with lib:
@@ -398,6 +376,7 @@ def cmd_tags(args) -> int:
         list_tags,
         remove_tag,
         save_tag,
+        tag_counts,
     )
 
     lib = open_library(args)
@@ -417,8 +396,7 @@ def cmd_tags(args) -> int:
             report = apply_tags(lib)
             if not args.json:
                 print(f"scored {report.photos} photos in {report.seconds:.2f}s")
-        counts = dict(store.query("SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag",
-                                  (lib.model.model_id,)))
+        counts = tag_counts(store, lib.model.model_id)
         tags = list_tags(store)
         if args.json:
             print(json.dumps([{"name": t.name, "prompts": t.texts(), "threshold": t.threshold,

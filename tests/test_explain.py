@@ -311,7 +311,7 @@ def test_trash_keeps_a_file_that_cannot_move(tmp_path, monkeypatch):
 
 
 def test_keeper_rules():
-    from photosearch.cli import keeper
+    from photosearch.search.engine import keeper
     from photosearch.search.engine import Result
 
     g = [Result("/b.jpg", 1, 1, taken_at=10, width=100, height=100, size=5),

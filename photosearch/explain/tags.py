@@ -120,11 +120,10 @@ def _bump_version(db) -> None:
                "ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
 
 
-def _version(db_or_store) -> str:
-    rows = (db_or_store.execute("SELECT value FROM settings WHERE key='tags_version'").fetchall()
-            if hasattr(db_or_store, "execute") else
-            db_or_store.query("SELECT value FROM settings WHERE key='tags_version'"))
-    return rows[0][0] if rows else "0"
+def _version(db) -> str:
+    """The tag set's version, read inside the caller's transaction."""
+    row = db.execute("SELECT value FROM settings WHERE key='tags_version'").fetchone()
+    return row[0] if row else "0"
 
 
 def remove_tag(store, name: str) -> None:
@@ -147,7 +146,7 @@ def apply_tags(library, scorer: TagScorer | None = None) -> TagReport:
     store = library.store
     n = 0
     for _attempt in range(3):  # the tags may change while a run scores: then score again with the new ones
-        version = _version(store)
+        version = store.get_setting("tags_version", "0")
         tags = list_tags(store)
         if not tags:
             return TagReport(0, {}, time.perf_counter() - t0)
@@ -181,11 +180,16 @@ def apply_tags(library, scorer: TagScorer | None = None) -> TagReport:
                            [(mid, int(i)) for i in ids])
         n += len(ids)
         break
-    mid = library.model.model_id
-    counts = dict(store.query("SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag", (mid,)))
+    counts = tag_counts(store, library.model.model_id)
     report = TagReport(n, {t.name: int(counts.get(t.name, 0)) for t in tags}, time.perf_counter() - t0)
     log.info("tagged %d photos in %.2fs: %s", report.photos, report.seconds, report.assigned)
     return report
+
+
+def tag_counts(store, model_id: str) -> dict[str, int]:
+    """How many photos carry each tag under a model (tags nobody has are absent)."""
+    return {t: int(n) for t, n in store.query(
+        "SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag", (model_id,))}
 
 
 def tags_of(store, model_id: str, photo_id: int) -> list[tuple[str, float]]:

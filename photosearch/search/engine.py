@@ -250,3 +250,26 @@ def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours:
         if len(grp) >= 2:
             out.append(sorted(grp, key=lambda r: r.path))
     return sorted(out, key=lambda g: (-len(g), g[0].path))
+
+
+KEEP_RULES = ("largest", "newest", "oldest", "first")
+
+
+def keeper(group: Sequence[Result], rule: str) -> Result:
+    """The photo of a near-duplicate group that stays: largest (pixels, then bytes), newest/oldest (date taken,
+    else file time), or first (by path)."""
+    if rule == "largest":
+        return max(group, key=lambda r: ((r.width or 0) * (r.height or 0), r.size or 0, r.path))
+    if rule in ("newest", "oldest"):
+
+        def when(r):
+            if r.taken_at is not None:
+                return r.taken_at
+            try:
+                return os.stat(r.path).st_mtime
+            except OSError:
+                return 0.0
+
+        pick = max if rule == "newest" else min
+        return pick(group, key=when)
+    return min(group, key=lambda r: r.path)

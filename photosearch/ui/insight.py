@@ -259,14 +259,13 @@ class TagsDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        from photosearch.explain.tags import list_tags
+        from photosearch.explain.tags import list_tags, tag_counts
 
         try:
             mid = self.library.model.model_id
         except Exception:  # noqa: BLE001 - no model yet: counts unknown
             mid = ""
-        counts = dict(self.library.store.query(
-            "SELECT tag, COUNT(*) FROM photo_tags WHERE model_id=? GROUP BY tag", (mid,)))
+        counts = tag_counts(self.library.store, mid)
         self.list.clear()
         for t in list_tags(self.library.store):
             desc = "" if not t.prompts else f" \u2014 \u201c{'; '.join(t.prompts)}\u201d"
@@ -397,7 +396,7 @@ class DuplicatesDialog(QDialog):
 
     def _show_more(self) -> None:
         """Build the next page of groups (widgets and thumbnail requests only for what is shown)."""
-        from photosearch.cli import keeper
+        from photosearch.search.engine import keeper
 
         start = len(self.choices)
         for n in range(start, min(start + self.PAGE, len(self.groups))):
