@@ -311,8 +311,7 @@ def test_trash_keeps_a_file_that_cannot_move(tmp_path, monkeypatch):
 
 
 def test_keeper_rules():
-    from photosearch.search.engine import keeper
-    from photosearch.search.engine import Result
+    from photosearch.search.engine import Result, keeper
 
     g = [Result("/b.jpg", 1, 1, taken_at=10, width=100, height=100, size=5),
          Result("/a.jpg", 1, 2, taken_at=30, width=400, height=300, size=9),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from photosearch.model import torch_available
 from photosearch.model.base import EncoderBase
 from photosearch.model.config import PreprocessConfig
 from photosearch.model.preprocess import ImageInput, crop_geometry, open_image, resize_crop, to_array
@@ -75,14 +76,6 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / top if top > 0 else m
 
 
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass
 class TorchImageModel:
     """A torch module with ``encode_image`` (and, composed, ``image_tower``/``image_head``) on a device."""
@@ -121,7 +114,7 @@ class Explainer:
         self._torch_loader = torch_loader or (None if self._torch_model is not None else default_torch_loader(model))
 
     def torch_model(self):
-        if self._torch_model is None and self._torch_loader is not None and _torch_available():
+        if self._torch_model is None and self._torch_loader is not None and torch_available():
             t = time.perf_counter()
             self._torch_model = self._torch_loader()
             self._torch_loader = None

@@ -63,6 +63,7 @@ __all__ = [
     "load_model",
     "pick_device",
     "resolve_model_path",
+    "torch_available",
     "user_models_dir",
 ]
 
@@ -146,7 +147,7 @@ def load_model(
         fast = try_load_onnx_only(path)  # verified ONNX exports of this checkpoint: no torch needed at all
         if fast is not None:
             return fast
-    if not _torch_available():
+    if not torch_available():
         raise ModelError(
             f"The model in {path} needs PyTorch, which this build of photosearch does not include: it runs only "
             "models shipped with ONNX exports (the default model). Choose the default model in Settings, or use "
@@ -174,7 +175,7 @@ def load_model(
     return model
 
 
-def _torch_available() -> bool:
+def torch_available() -> bool:
     """Whether torch can be imported (the CPU installer bundle leaves it out), without importing it."""
     import importlib.util
 

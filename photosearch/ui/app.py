@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -44,7 +43,9 @@ def run_app(library_dir: Path | None = None, model: str | None = None, device: s
         try:
             # ONNX Runtime sessions (the default, torch-free path) read this when they are created
             os.environ["PHOTOSEARCH_THREADS"] = str(int(threads))
-            if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+            from photosearch.model import torch_available
+
+            if torch_available():
                 import torch
 
                 torch.set_num_threads(int(threads))
