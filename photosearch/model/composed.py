@@ -113,21 +113,29 @@ def save_checkpoint(
     return cfg
 
 
-def load_dual_encoder_module(path: str | Path) -> tuple[DualEncoder, DualEncoderConfig]:
-    """Build the torch module of a composed checkpoint, verifying every hash on the way."""
-    path = Path(path)
-    cfg = verified_config(path)
+def _load_weights(module: torch.nn.Module, path: Path, cfg: DualEncoderConfig, keep: tuple[str, ...] = ()) -> None:
+    """Fill ``module`` from the checkpoint's weights file (only the tensors under ``keep`` prefixes, when given).
+    Towers with a pretrained source were loaded from it already; every other tensor must be in the file."""
     weights = path / WEIGHTS_FILE
-    module = DualEncoder(cfg, checkpoint_dir=path)
     sd = load_state_dict_file(weights)
-    expected = module.head_state_dict().keys() if cfg.image.weights or cfg.text.weights else module.state_dict().keys()
-    missing = sorted(set(expected) - set(sd))
+    if keep:
+        sd = {k: v for k, v in sd.items() if k.startswith(keep)}
+    sourced = tuple(p for p, src in (("image_tower.", cfg.image.weights), ("text_tower.", cfg.text.weights)) if src)
+    missing = sorted(k for k in module.state_dict() if not k.startswith(sourced) and k not in sd)
     if missing:
         raise CheckpointCorruptError(f"{weights} lacks {len(missing)} tensors (e.g. {missing[:3]}); re-export it")
     try:
         module.load_state_dict(sd, strict=False)
     except RuntimeError as e:
         raise CheckpointCorruptError(f"{weights} does not fit the architecture in config.json: {e}") from e
+
+
+def load_dual_encoder_module(path: str | Path) -> tuple[DualEncoder, DualEncoderConfig]:
+    """Build the torch module of a composed checkpoint, verifying every hash on the way."""
+    path = Path(path)
+    cfg = verified_config(path)
+    module = DualEncoder(cfg, checkpoint_dir=path)
+    _load_weights(module, path, cfg)
     return module.eval(), cfg
 
 
@@ -151,13 +159,7 @@ def load_image_side(path: str | Path) -> ImageSide:
     path = Path(path)
     cfg = verified_config(path)
     module = ImageSide(cfg, path)
-    sd = {k: v for k, v in load_state_dict_file(path / WEIGHTS_FILE).items()
-          if k.startswith(("image_tower.", "image_head."))}
-    expected = [k for k in module.state_dict() if not (cfg.image.weights and k.startswith("image_tower."))]
-    missing = sorted(set(expected) - set(sd))
-    if missing:
-        raise CheckpointCorruptError(f"{path / WEIGHTS_FILE} lacks {len(missing)} tensors (e.g. {missing[:3]})")
-    module.load_state_dict(sd, strict=False)
+    _load_weights(module, path, cfg, keep=("image_tower.", "image_head."))
     return module.eval()
 
 
