@@ -15,7 +15,7 @@ import numpy as np
 
 from photosearch.index import IndexCorruptError, VectorIndex
 from photosearch.library.pipeline import Control, Decoded, Progress, ProgressCallback, RateMeter, decode_ahead
-from photosearch.library.scan import FileEntry, content_hash, walk_photos
+from photosearch.library.scan import FileEntry, content_hash, is_below, walk_photos
 from photosearch.library.store import Folder, Store
 
 if TYPE_CHECKING:
@@ -240,8 +240,7 @@ class Library:
 
         restored, problems = undo(self.folder)
         if restored:
-            folders = {f.path for f in self.store.folders()
-                       if any(r == f.path or r.startswith(f.path.rstrip(os.sep) + os.sep) for r in restored)}
+            folders = {f.path for f in self.store.folders() if any(is_below(r, f.path) for r in restored)}
             if folders:
                 self.index(sorted(folders))
         return restored, problems

@@ -33,12 +33,17 @@ class FileEntry:
     mtime_ns: int
 
 
+def is_below(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` itself or anything inside it (by path, without touching the disk)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def is_excluded(path: str, excludes: Iterable[str]) -> bool:
     """An exclude is a folder path (everything below it) or a glob on the name (e.g. ``*.tmp``, ``Screenshots``)."""
     name = os.path.basename(path)
     for ex in excludes:
         if os.path.isabs(ex):
-            if path == ex or path.startswith(ex.rstrip(os.sep) + os.sep):
+            if is_below(path, ex):
                 return True
         elif fnmatch(name, ex):
             return True
