@@ -10,14 +10,14 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QByteArray, QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent, QGuiApplication, QImage  # noqa: E402
+from PySide6.QtCore import QByteArray, QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
 
-from photosearch.library import Library  # noqa: E402
-from photosearch.model import load_model  # noqa: E402
-from photosearch.ui.main_window import PAGE_EMPTY, PAGE_NONE, PAGE_RESULTS, MainWindow  # noqa: E402
-from photosearch.ui.results import ResultRole  # noqa: E402
-from tests.conftest import write_photo  # noqa: E402
+from photosearch.library import Library
+from photosearch.model import load_model
+from photosearch.ui.main_window import PAGE_EMPTY, PAGE_NONE, PAGE_RESULTS, MainWindow
+from photosearch.ui.results import ResultRole
+from tests.conftest import write_photo
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -32,7 +32,12 @@ def screenshot(window, name: str, qtbot=None) -> None:
 
 @pytest.fixture
 def window(qtbot, tmp_path, tiny_checkpoint):
-    lib = Library(tmp_path / "lib", lambda: load_model(tiny_checkpoint, device="cpu", image_backend="torch"))
+    yield from open_window(qtbot, tmp_path, tiny_checkpoint)
+
+
+def open_window(qtbot, tmp_path: Path, checkpoint: Path):
+    """The real window on a library in tmp_path with a tiny model, shown and started; closed afterwards."""
+    lib = Library(tmp_path / "lib", lambda: load_model(checkpoint, device="cpu", image_backend="torch"))
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(lib, settings)
     if w.watcher:

@@ -7,14 +7,11 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PIL import Image
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from photosearch.library import Library
-from photosearch.model import load_model
 from photosearch.ui.insight import DuplicatesDialog
-from photosearch.ui.main_window import PAGE_RESULTS, MainWindow
-from tests.test_gui import ARTIFACTS, add_photos, screenshot
+from photosearch.ui.main_window import PAGE_RESULTS
+from tests.test_gui import ARTIFACTS, add_photos, open_window, screenshot
 
 
 @pytest.fixture
@@ -25,14 +22,7 @@ def window(qtbot, tmp_path, tiny_checkpoint, monkeypatch):
     vocab = tmp_path / "config" / "vocabulary.txt"
     vocab.parent.mkdir(parents=True)
     vocab.write_text("a red car\na dog\nthe sea\na tree\na house\n")
-    lib = Library(tmp_path / "lib", lambda: load_model(tiny_checkpoint, device="cpu", image_backend="torch"))
-    w = MainWindow(lib, QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.resize(1200, 780)
-    w.show()
-    w.start()
-    yield w
-    w.close()
+    yield from open_window(qtbot, tmp_path, tiny_checkpoint)
 
 
 def test_heatmap_toggle_and_description(window, qtbot, tmp_path):
