@@ -166,7 +166,7 @@ def apply_tags(library, scorer: TagScorer | None = None) -> TagReport:
         z = scorer.scores(vecs, names)
         th = np.array([t.threshold for t in tags], np.float32)
         hit_rows, hit_cols = np.nonzero(z >= th[None, :])
-        everything = len(ids) == len(store.vector_ids(mid))
+        everything = len(ids) == store.counts(mid)["indexed"]  # a count, not every id again
         with store.transaction() as db:
             if _version(db) != version:
                 continue  # tags changed meanwhile: nothing written, score again
