@@ -64,11 +64,10 @@ class TagScorer:
     tag_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (D,) L2-normalised
 
     @classmethod
-    def for_model(cls, model: EncoderBase, tags: list[Tag], vocabulary=None) -> TagScorer:
+    def for_model(cls, model: EncoderBase, tags: list[Tag]) -> TagScorer:
         from photosearch.explain.describe import Vocabulary
 
-        vocab = vocabulary or Vocabulary.for_model(model)
-        mu, cov = vocab.background()
+        mu, cov = Vocabulary.for_model(model).background()
         scorer = cls(mu.astype(np.float32), cov.astype(np.float32))
         for t in tags:
             v = model.encode_texts(t.texts()).mean(0)

@@ -482,9 +482,4 @@ def describe_text(top, tags) -> str:
     return "\n".join(parts)
 
 
-def heatmap_pixmap(image: QImage, width: int, height: int) -> QPixmap:
-    return QPixmap.fromImage(image).scaled(width, height, Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation)
-
-
-__all__ = ["DuplicatesDialog", "InsightWorker", "TagsDialog", "describe_text", "heatmap_pixmap"]
+__all__ = ["DuplicatesDialog", "InsightWorker", "TagsDialog", "describe_text"]
