@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from photosearch import config_dir
 from photosearch.model.base import EncoderBase
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,6 @@ def shipped_vocabulary_path() -> Path:
     from photosearch.model import resources_dir
 
     return resources_dir() / "vocabulary" / "default.txt"
-
-
-def config_dir() -> Path:
-    if os.environ.get("PHOTOSEARCH_CONFIG"):
-        return Path(os.environ["PHOTOSEARCH_CONFIG"])
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("photosearch", appauthor=False))
 
 
 def user_vocabulary_path() -> Path:

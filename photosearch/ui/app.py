@@ -11,9 +11,9 @@ log = logging.getLogger(__name__)
 
 
 def settings_path() -> Path:
-    import platformdirs
+    from photosearch import config_dir
 
-    return Path(platformdirs.user_config_dir("photosearch")) / "settings.ini"
+    return config_dir() / "settings.ini"
 
 
 def run_app(library_dir: Path | None = None, model: str | None = None, device: str | None = None,
