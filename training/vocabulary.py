@@ -67,12 +67,12 @@ def article(name: str) -> str:
 
 
 def imagenet_phrases() -> list[str]:
-    from timm.data import ImageNetInfo
+    """"a/an <first WordNet lemma>" of each ImageNet class (the recipe's class names), duplicates dropped."""
+    from training.default_model import imagenet_class_names
 
-    info = ImageNetInfo()
     seen, out = set(), []
-    for k in range(info.num_classes()):
-        name = info.index_to_description(k).split(",")[0].strip()
+    for desc in imagenet_class_names():
+        name = desc.split(",")[0].strip()
         if name.lower() not in seen:
             seen.add(name.lower())
             out.append(article(name))
