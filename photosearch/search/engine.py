@@ -100,16 +100,13 @@ class Searcher:
             from photosearch.explain.tags import get_tag
 
             mid = self.library.index_for().model_id
-            for name in (*filters.tags, *filters.exclude_tags):
-                get_tag(self.library.store, name)  # an unknown tag is an error, not an empty result
-            for name in filters.tags:
-                where = (where + " AND " if where else "") + (
-                    "id IN (SELECT photo_id FROM photo_tags WHERE model_id=? AND tag=?)")
-                args += [mid, name.lower()]
-            for name in filters.exclude_tags:
-                where = (where + " AND " if where else "") + (
-                    "id NOT IN (SELECT photo_id FROM photo_tags WHERE model_id=? AND tag=?)")
-                args += [mid, name.lower()]
+            clauses = [where] if where else []
+            for names, op in ((filters.tags, "IN"), (filters.exclude_tags, "NOT IN")):
+                for name in names:
+                    get_tag(self.library.store, name)  # an unknown tag is an error, not an empty result
+                    clauses.append(f"id {op} (SELECT photo_id FROM photo_tags WHERE model_id=? AND tag=?)")
+                    args += [mid, name.lower()]
+            where = " AND ".join(clauses)
         if not where:
             return None
         rows = self.library.store.query(f"SELECT id FROM photos WHERE {where}", args)
