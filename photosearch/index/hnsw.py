@@ -13,10 +13,15 @@ when it cannot be loaded. Facts about hnswlib 0.8.0 this module relies on (check
 - ``load_index`` accepts a file built for another dimension without complaint; ``set_ef`` is not saved.
 - ``get_items`` builds Python float lists (~40 µs per 256-d vector), so exact search over a subset is only cheap
   for small subsets.
+
+A large library's index may be *reduced* (:mod:`photosearch.index.reduce`): the graph holds ``v @ P`` for an
+orthonormal (D, d) projection saved beside it, proposes a pool of candidates, and the full vectors — fetched
+from the store through a callback — re-rank them exactly. Callers see the same D-dimensional API either way.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,7 +29,8 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,9 @@ _GET_CHUNK = 4096  # get_items builds Python lists: fetch vectors in chunks to b
 _EXACT_MIN = 512  # allowed sets up to this size are searched exactly ...
 _EXACT_SQRT = 3.0  # ... and up to this * sqrt(live): get_items cost (∝ n) vs filtered-graph cost (∝ live / n)
 _NORM_TOL = 1e-2  # float16 round trips stay well inside this
+_POOL_MIN = 64  # a reduced index re-ranks k + max(k, this) graph candidates by their full vectors
+
+Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (found ids, (n, D) float32 full vectors)
 
 
 class IndexCorruptError(Exception):
@@ -229,21 +238,68 @@ class VectorIndex:
         *,
         M: int = 16,
         ef_construction: int = 200,
-        ef_search: int = 96,
+        ef_search: int = 384,  # text queries lie outside the photos' cloud: a narrower ef misses ~10% of their top 10
         capacity: int = 1024,
         threads: int = 1,
+        projection: np.ndarray | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
+        """``projection`` (dim, d) with orthonormal columns makes a reduced index (the graph holds d-dim vectors);
+        ``fetch(ids) -> (ids, vectors)`` returns full vectors, which a reduced index needs to re-rank."""
         if dim < 1 or M < 2 or ef_construction < 1 or ef_search < 1 or capacity < 1 or threads < 1:
             raise ValueError("dim, ef_construction, ef_search, capacity and threads must be >= 1 and M >= 2")
         self.dim, self.M, self.ef_construction = dim, M, ef_construction
         self.ef_search, self.capacity, self.threads = ef_search, capacity, threads
-        self._g = _Graph.empty(dim, M, ef_construction, capacity)
+        self.fetch = fetch
+        self.projection = self._check_projection(projection)
+        self._g = _Graph.empty(self.graph_dim, M, ef_construction, capacity)
         self._lock = RWLock()
         self._save_lock = threading.Lock()  # saves only read the graph but must not interleave their two files
         self._compact_lock = threading.Lock()
         self._dirty: set[int] | None = None  # ids touched while a compaction builds aside
 
+    def _check_projection(self, projection: np.ndarray | None) -> np.ndarray | None:
+        if projection is None:
+            return None
+        p = np.ascontiguousarray(projection, dtype=np.float32)
+        if p.ndim != 2 or p.shape[0] != self.dim or not 1 <= p.shape[1] < self.dim:
+            raise ValueError(f"projection must have shape ({self.dim}, d) with d < {self.dim}, got {p.shape}")
+        if not np.allclose(p.T @ p, np.eye(p.shape[1]), atol=1e-3):
+            raise ValueError("projection columns must be orthonormal")
+        if self.fetch is None:
+            raise ValueError("a reduced index needs fetch (full vectors to re-rank its candidates)")
+        return p
+
+    @property
+    def graph_dim(self) -> int:
+        """Width of the vectors the graph holds: d when reduced, else dim."""
+        return self.dim if self.projection is None else self.projection.shape[1]
+
+    @property
+    def reduced(self) -> bool:
+        return self.projection is not None
+
+    def _to_graph(self, vectors: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
+        return vectors if projection is None else np.ascontiguousarray(vectors @ projection, dtype=np.float32)
+
+    def _full(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full vectors of ids that the fetch callback still knows: (ids, (n, dim) float32), in the order of ids."""
+        got, vecs = self.fetch(ids)
+        got = np.asarray(got, np.int64)
+        if len(got) == 0:
+            return got, np.zeros((0, self.dim), np.float32)
+        vecs = np.asarray(vecs, np.float32).reshape(len(got), self.dim)
+        order = np.argsort(got, kind="stable")
+        got, vecs = got[order], vecs[order]
+        pos = np.minimum(np.searchsorted(got, ids), len(got) - 1)
+        found = got[pos] == ids
+        return ids[found], vecs[pos[found]]
+
     # ---- persistence -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def projection_path(path: Path) -> Path:
+        return Path(path).with_suffix(".proj.npy")
 
     @staticmethod
     def meta_path(path: Path) -> Path:
@@ -253,11 +309,19 @@ class VectorIndex:
         """Write the index to `path` and its meta to `path.with_suffix('.json')`, each atomically, meta last."""
         path = Path(path)
         with self._save_lock, self._lock.read():
-            g = self._g
+            g, projection = self._g, self.projection
+            proj_meta = None
+            if projection is not None:  # written before the graph; the meta (last) names its hash
+                buf = io.BytesIO()
+                np.save(buf, projection)
+                blob = buf.getvalue()
+                _write_atomic(self.projection_path(path), lambda tmp: Path(tmp).write_bytes(blob))
+                proj_meta = {"dim": projection.shape[1], "sha256": hashlib.sha256(blob).hexdigest()}
             _write_atomic(path, lambda tmp: g.index.save_index(str(tmp)))
             meta = {
                 "format": FORMAT_VERSION,
                 "dim": self.dim,
+                "projection": proj_meta,
                 "M": self.M,
                 "ef_construction": self.ef_construction,
                 "count": g.n_live,
@@ -271,7 +335,8 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, **kw: Any) -> VectorIndex:
-        """Load an index saved by save(); M and ef_construction come from the file, the rest from kw.
+        """Load an index saved by save(); M, ef_construction and a projection come from the files, the rest
+        (fetch included, which a reduced index needs) from kw.
 
         Raises IndexCorruptError when the file or its meta is missing, garbled, or for another dimension."""
         path = Path(path)
@@ -284,6 +349,7 @@ class VectorIndex:
             fmt, mdim, m, efc = int(meta["format"]), int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"])
             count, elements, size = int(meta["count"]), int(meta["elements"]), int(meta["bytes"])
             deleted = np.asarray(meta["deleted"], dtype=np.int64).reshape(-1)
+            proj_meta = meta.get("projection")
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise corrupt(f"has a missing or unreadable meta file ({e})") from e
         if fmt != FORMAT_VERSION:
@@ -296,10 +362,27 @@ class VectorIndex:
             raise corrupt(f"cannot be read ({e})") from e
         if actual != size:
             raise corrupt(f"is {actual} bytes, its meta says {size} (interrupted save?)")
-        if _read_header(path) != (dim, m, elements):
-            raise corrupt(f"header does not match its meta (dim={dim}, M={m}, {elements} elements)")
-        self = cls(dim, **{**kw, "M": m, "ef_construction": efc})
-        index = hnswlib.Index(space="ip", dim=dim)
+        projection = None
+        if proj_meta:
+            try:
+                blob = cls.projection_path(path).read_bytes()
+                if hashlib.sha256(blob).hexdigest() != proj_meta["sha256"]:
+                    raise ValueError("its hash differs from the meta's")
+                projection = np.load(io.BytesIO(blob), allow_pickle=False)
+                if projection.shape != (dim, int(proj_meta["dim"])):
+                    raise ValueError(f"shape {projection.shape}")
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                raise corrupt(f"has a missing or damaged projection file ({e})") from e
+        gdim = dim if projection is None else projection.shape[1]
+        if _read_header(path) != (gdim, m, elements):
+            raise corrupt(f"header does not match its meta (dim={gdim}, M={m}, {elements} elements)")
+        if projection is not None and kw.get("fetch") is None:
+            raise ValueError(f"index {path} is reduced: loading it needs fetch (full vectors to re-rank with)")
+        try:
+            self = cls(dim, **{**kw, "M": m, "ef_construction": efc, "projection": projection})
+        except ValueError as e:
+            raise corrupt(f"cannot be opened reduced ({e})") from e
+        index = hnswlib.Index(space="ip", dim=gdim)
         try:
             index.load_index(str(path), max_elements=max(self.capacity, math.ceil(elements * 1.25)))
         except (RuntimeError, MemoryError) as e:
@@ -332,7 +415,7 @@ class VectorIndex:
         ids, last = np.unique(ids[::-1], return_index=True)  # a repeated id keeps its last vector
         vectors = vectors[len(vectors) - 1 - last]
         with self._lock.write():
-            self._g.upsert(ids, vectors, self.threads)
+            self._g.upsert(ids, self._to_graph(vectors, self.projection), self.threads)
             if self._dirty is not None:
                 self._dirty.update(ids.tolist())
 
@@ -345,31 +428,43 @@ class VectorIndex:
                 self._dirty.update(ids.tolist())
         return removed
 
-    def compact(self) -> None:
-        """Rebuild from the live items with the same parameters, dropping deleted slots.
+    def compact(self, projection: np.ndarray | None = None) -> None:
+        """Rebuild from the live items with the same parameters, dropping deleted slots. With ``projection``
+        (only for an index that is not reduced yet), the new graph holds the projected vectors: the index
+        becomes reduced (it needs ``fetch``).
 
         The new graph is built aside while searches and writes go on; writes made meanwhile are replayed onto it
         under the write lock before the swap. Needs memory for both graphs while it runs."""
         with self._compact_lock:
+            if projection is not None:
+                if self.reduced:
+                    raise ValueError("the index is already reduced; build a new one to change its projection")
+                projection = self._check_projection(projection)
+            convert = projection  # old graph vectors -> new graph vectors (None: same space)
+            target = self.projection if projection is None else projection
             with self._lock.write():
                 self._dirty = set()
             try:
                 with self._lock.read():
                     ids = self._g.live_ids()
-                    vectors = self._g.get(ids)  # (N, D)
+                gdim = self.graph_dim if projection is None else projection.shape[1]
                 capacity = max(self.capacity, math.ceil(len(ids) * 1.25))
-                fresh = _Graph.empty(self.dim, self.M, self.ef_construction, capacity)
-                for start in range(0, len(ids), 65536):
-                    fresh.upsert(ids[start : start + 65536], vectors[start : start + 65536], self.threads)
-                del vectors
+                fresh = _Graph.empty(gdim, self.M, self.ef_construction, capacity)
+                for start in range(0, len(ids), 65536):  # chunks bound the extra memory to 65536 vectors
+                    chunk = ids[start : start + 65536]
+                    with self._lock.read():  # ids removed since the snapshot are in _dirty: replayed below
+                        chunk = chunk[self._g.locate(chunk)[2]]
+                        vectors = self._g.get(chunk)
+                    fresh.upsert(chunk, self._to_graph(vectors, convert), self.threads)
                 with self._lock.write():
                     dirty = np.array(sorted(self._dirty), dtype=np.int64)
                     _, _, live = self._g.locate(dirty)
                     fresh.delete(dirty[~live])
                     if live.any():
-                        fresh.upsert(dirty[live], self._g.get(dirty[live]), self.threads)
-                    before, self._g = self._g, fresh
-                log.info("compacted index: %d live, %d deleted slots dropped", fresh.n_live, before.n_dead)
+                        fresh.upsert(dirty[live], self._to_graph(self._g.get(dirty[live]), convert), self.threads)
+                    before, self._g, self.projection = self._g, fresh, target
+                log.info("compacted index%s: %d live, %d deleted slots dropped",
+                         f" into {gdim} dimensions" if convert is not None else "", fresh.n_live, before.n_dead)
             finally:
                 with self._lock.write():
                     self._dirty = None
@@ -385,13 +480,15 @@ class VectorIndex:
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, ef: int | None = None,
-        threads: int | None = None,
+        threads: int | None = None, rerank: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live ids by cosine similarity: ids (Q, k') int64 and scores (Q, k') float32, best first.
 
         k' = min(k, number of candidates). With `allowed`, only those ids can be returned: a small allowed set is
         searched exactly, a large one through the graph with a filter and a raised ef. ``threads``: for large
-        query batches (default: the index's own setting)."""
+        query batches (default: the index's own setting). A reduced index re-ranks a pool of graph candidates
+        by their full vectors; ``rerank=False`` skips that and returns the graph's approximate scores (for
+        callers that only want neighbour ids of many queries)."""
         q = np.asarray(queries)
         if q.ndim == 1:
             q = q[None, :]
@@ -403,32 +500,63 @@ class VectorIndex:
         if not np.isfinite(q).all() or (norms == 0).any():
             raise ValueError("queries must be finite and non-zero")
         q = np.ascontiguousarray(q / norms, dtype=np.float32)  # (Q, D)
+        k = int(k)
+        pool = k + max(k, _POOL_MIN) if self.reduced and rerank else k
         if ef is None:
             ef = max(self.ef_search * (2 if allowed is not None else 1), 2 * k)
+        ef = max(ef, pool)
         allowed_ids = None if allowed is None else np.unique(_as_ids(allowed))
         with self._lock.read(mode=ef):
-            g = self._g
+            g, projection = self._g, self.projection
             if allowed_ids is None:
                 candidates = None
                 n = g.n_live
             else:
                 candidates = allowed_ids[g.locate(allowed_ids)[2]]
                 n = len(candidates)
-            kk = min(int(k), n)
+            kk = min(k, n)
             if kk == 0:
                 return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
             if candidates is not None and n <= max(_EXACT_MIN, _EXACT_SQRT * math.sqrt(g.n_live)):
-                return exact_search(g.get(candidates), candidates, q, kk)
+                return self._exact(g, candidates, q, kk)
             if g.index.ef != ef:
                 g.index.set_ef(ef)  # every concurrent reader in this mode wants the same ef
             filt = None if candidates is None else set(candidates.tolist()).__contains__
             try:
-                labels, dist = g.index.knn_query(q, k=kk, num_threads=threads or self.threads, filter=filt)
-            except RuntimeError as e:  # the graph walk found fewer than kk results
+                labels, dist = g.index.knn_query(self._to_graph(q, projection), k=min(pool, n),
+                                                 num_threads=threads or self.threads, filter=filt)
+            except RuntimeError as e:  # the graph walk found fewer than requested
                 log.warning("hnswlib search failed (%s); falling back to exact search over %d vectors", e, n)
-                ids = g.live_ids() if candidates is None else candidates
-                return exact_search(g.get(ids), ids, q, kk)
-        return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+                return self._exact(g, g.live_ids() if candidates is None else candidates, q, kk)
+        labels, scores = labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+        if projection is None or not rerank:
+            return labels[:, :kk], scores[:, :kk]
+        return self._rerank(labels, scores, q, kk)
+
+    def _exact(self, g: _Graph, ids: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k over ids (full vectors: from the graph, or fetched when it is reduced)."""
+        if self.projection is None:
+            return exact_search(g.get(ids), ids, q, k)
+        ids, full = self._full(ids)
+        if len(ids) == 0:
+            return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
+        return exact_search(full, ids, q, min(k, len(ids)))
+
+    def _rerank(self, labels: np.ndarray, approx: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosines of each row's graph candidates (full vectors fetched once for all rows), top k of them.
+        A candidate the fetch no longer knows keeps its graph score (it was forgotten a moment ago)."""
+        uniq = np.unique(labels)
+        found, full = self._full(uniq)
+        if len(found) == 0:
+            return labels[:, :k], approx[:, :k]
+        pos = np.minimum(np.searchsorted(found, labels), len(found) - 1)  # (Q, P)
+        valid = found[pos] == labels
+        scores = np.empty(labels.shape, np.float32)
+        for s in range(0, len(q), 256):  # bounded memory: 256 queries × pool × D
+            scores[s : s + 256] = np.einsum("qpd,qd->qp", full[pos[s : s + 256]], q[s : s + 256])
+        scores = np.where(valid, scores, approx)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
     def ids(self) -> np.ndarray:
         """Live ids, int64, sorted."""
@@ -451,7 +579,12 @@ class VectorIndex:
             live = self._g.locate(ids)[2]
             if not live.all():
                 raise KeyError(f"ids not in the index: {ids[~live][:10].tolist()}")
-            return self._g.get(ids)
+            if self.projection is None:
+                return self._g.get(ids)
+        found, full = self._full(ids)
+        if len(found) != len(ids):
+            raise KeyError(f"ids without full vectors: {np.setdiff1d(ids, found)[:10].tolist()}")
+        return full
 
     @property
     def deleted_fraction(self) -> float:
@@ -460,4 +593,5 @@ class VectorIndex:
         return g.n_dead / len(g.labels) if len(g.labels) else 0.0
 
     def __repr__(self) -> str:
-        return f"VectorIndex(dim={self.dim}, live={len(self)}, deleted_fraction={self.deleted_fraction:.2f})"
+        reduced = f", graph_dim={self.graph_dim}" if self.reduced else ""
+        return f"VectorIndex(dim={self.dim}{reduced}, live={len(self)}, deleted_fraction={self.deleted_fraction:.2f})"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from photosearch.index import IndexCorruptError, VectorIndex
+from photosearch.index.reduce import fit_projection
 from photosearch.library.pipeline import Control, Decoded, Progress, ProgressCallback, RateMeter, decode_ahead
 from photosearch.library.scan import FileEntry, content_hash, is_below, walk_photos
 from photosearch.library.store import Folder, Store
@@ -28,6 +29,7 @@ def _is_model(obj: object) -> bool:
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "indexes"
+_THREADS = os.cpu_count() or 1  # graph building (a rebuild after a lost index file, compaction) uses every core
 SAVE_EVERY_S = 20.0  # the index file is rewritten at most this often while indexing (the store commits per batch)
 
 
@@ -64,7 +66,14 @@ class IndexReport:
 
 
 class ModelIndex:
-    """The HNSW index of one model id, kept consistent with the store's vectors."""
+    """The HNSW index of one model id, kept consistent with the store's vectors.
+
+    From ``REDUCE_AT`` photos on, the graph holds narrower vectors (a projection fitted on a sample of the
+    library, :mod:`photosearch.index.reduce`) and re-ranks its candidates with the store's full vectors: a
+    1M-photo library then needs ~0.8 GB for its index instead of 1.7 GB, with the same results."""
+
+    REDUCE_AT = 100_000
+    FIT_SAMPLE = 20_000
 
     def __init__(self, store: Store, model_id: str, dim: int):
         self.store, self.model_id, self.dim = store, model_id, dim
@@ -72,19 +81,45 @@ class ModelIndex:
         self.lock = threading.Lock()
         self.dirty = False
         self.last_save = time.monotonic()
+        self._irreducible = False
         self.index = self._open()
 
     def _open(self) -> VectorIndex:
         index = None
         if self.path.is_file():
             try:
-                index = VectorIndex.load(self.path, self.dim)
+                index = VectorIndex.load(self.path, self.dim, fetch=self._fetch, threads=_THREADS)
             except IndexCorruptError as e:
                 log.warning("%s; rebuilding it from the library", e)
-        if index is None:
-            index = VectorIndex(self.dim)
+        if index is None:  # a large library is rebuilt reduced straight away (never holding every full vector)
+            want = self.store.vector_ids(self.model_id)
+            projection = self._fit(want) if len(want) >= self.REDUCE_AT else None
+            index = VectorIndex(self.dim, projection=projection, fetch=self._fetch, threads=_THREADS)
         self._reconcile(index)
         return index
+
+    def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.embeddings(self.model_id, ids.tolist())
+
+    def _fit(self, ids: np.ndarray):
+        """A projection fitted on a random sample of the library's vectors (None: reducing would not pay)."""
+        rng = np.random.default_rng(0)
+        sample = ids if len(ids) <= self.FIT_SAMPLE else rng.choice(ids, self.FIT_SAMPLE, replace=False)
+        _, vectors = self.store.embeddings(self.model_id, np.sort(sample).tolist())
+        return fit_projection(vectors) if len(vectors) else None
+
+    def maybe_reduce(self) -> bool:
+        """Rebuild the graph reduced once the library has grown past REDUCE_AT; returns whether it did."""
+        if self.index.reduced or len(self.index) < self.REDUCE_AT or self._irreducible:
+            return False
+        projection = self._fit(self.index.ids())
+        if projection is None:  # this model's vectors fill too many directions: decided for this session
+            self._irreducible = True
+            return False
+        log.info("library passed %d photos: rebuilding index %s with %d-d graph vectors", self.REDUCE_AT,
+                 self.model_id, projection.shape[1])
+        self.index.compact(projection=projection)
+        return True
 
     def _reconcile(self, index: VectorIndex) -> None:
         """Make the index hold exactly the store's vectors for this model (after a crash or a lost file)."""
@@ -116,7 +151,8 @@ class ModelIndex:
         with self.lock:
             if not self.dirty and not force:
                 return
-            self.index.maybe_compact()
+            if not self.maybe_reduce():
+                self.index.maybe_compact()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.index.save(self.path)
             self.dirty = False

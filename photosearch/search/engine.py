@@ -154,19 +154,22 @@ class Searcher:
         if allowed is not None and len(allowed) == 0:
             return []
         want = limit if sort == "relevance" else max(limit, 1000)
-        k = max(want, PHOTO_CANDIDATES) if visual is not None else want
-        ids, scores = mi.index.search(vec, k, allowed=allowed)
-        ids, scores = ids[0], scores[0]
-        if visual is not None and len(ids):
-            # photo query: re-rank the shared-space candidates by the image tower's own (visual) similarity,
-            # which finds edited copies of a photo far more reliably than the narrow text-aligned space
-            vid, vvecs = self.library.store.embeddings(mi.model_id, ids.tolist(), visual=True)
-            if len(vid) == len(ids):
+        ids = None
+        if visual is not None:
+            # photo query: re-rank shared-space candidates by the image tower's own (visual) similarity, which
+            # finds edited copies of a photo far more reliably than the narrow text-aligned space (the visual
+            # cosines decide, so a reduced index need not re-rank the candidates first)
+            cand = mi.index.search(vec, max(want, PHOTO_CANDIDATES), allowed=allowed, rerank=False)[0][0]
+            vid, vvecs = self.library.store.embeddings(mi.model_id, cand.tolist(), visual=True)
+            if len(cand) and len(vid) == len(cand):
                 order = {int(i): n for n, i in enumerate(vid)}
                 vs = l2_normalize(vvecs) @ visual
-                scores = np.array([vs[order[int(i)]] for i in ids], np.float32)
+                scores = np.array([vs[order[int(i)]] for i in cand], np.float32)
                 rank = np.argsort(-scores, kind="stable")
-                ids, scores = ids[rank], scores[rank]
+                ids, scores = cand[rank], scores[rank]
+        if ids is None:  # a text query, or candidates without visual vectors: shared-space cosines
+            ids, scores = mi.index.search(vec, want, allowed=allowed)
+            ids, scores = ids[0], scores[0]
         if filters and filters.min_score is not None:
             keep = scores >= filters.min_score
             ids, scores = ids[keep], scores[keep]
@@ -206,7 +209,8 @@ def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours:
         ids = common
     vis = l2_normalize(vis).astype(np.float32)
     k = min(neighbours + 1, len(ids))
-    nb_ids, _ = mi.index.search(emb, k, ef=max(32, 2 * k), threads=threads or os.cpu_count() or 1)
+    nb_ids, _ = mi.index.search(emb, k, ef=max(32, 2 * k), threads=threads or os.cpu_count() or 1,
+                               rerank=False)  # only the ids are used: the visual vectors decide
     pos = np.searchsorted(ids, nb_ids)  # neighbour ids → rows (the index may hold ids the query set lacks)
     pos = np.minimum(pos, len(ids) - 1)
     valid = ids[pos] == nb_ids

@@ -1,0 +1,208 @@
+"""Reduced indexes (photosearch.index.reduce): narrower graph vectors, exact re-ranking from full vectors, and
+the library switching to them as it grows. Real hnswlib, real SQLite."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from photosearch.index import IndexCorruptError, VectorIndex, exact_search, recall_at_k
+from photosearch.index.reduce import fit_projection, kept_energy
+from photosearch.library.library import ModelIndex
+from photosearch.library.store import Store
+
+D = 160
+
+
+def anisotropic(n: int, seed: int = 0, dim: int = D, clusters: int = 40) -> np.ndarray:
+    """Unit vectors whose energy falls off across directions, as real image embeddings' does (a few dozen
+    directions hold almost all of it), in clusters."""
+    rng = np.random.default_rng(seed)
+    scale = np.exp(-np.arange(dim) / 6.0)
+    basis = np.linalg.qr(np.random.default_rng(99).normal(size=(dim, dim)))[0]  # same directions for every seed
+    centres = rng.normal(size=(clusters, dim)) * scale
+    x = (centres[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, dim)) * scale) @ basis.T
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class Vectors:
+    """The fetch callback over an in-memory table of full vectors (the store's role in the app)."""
+
+    def __init__(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        self.table = dict(zip(ids.tolist(), vecs))
+        self.calls = 0
+
+    def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        got = [i for i in ids.tolist() if i in self.table]
+        return np.array(got, np.int64), np.array([self.table[i] for i in got], np.float32).reshape(len(got), D)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(1, 3001, dtype=np.int64), anisotropic(3000)
+
+
+def reduced_index(ids: np.ndarray, vecs: np.ndarray) -> tuple[VectorIndex, Vectors]:
+    fetch = Vectors(ids, vecs)
+    projection = fit_projection(vecs[:1000])
+    ix = VectorIndex(D, projection=projection, fetch=fetch)
+    ix.add(ids, vecs)
+    return ix, fetch
+
+
+def test_fit_projection_keeps_the_energy_of_anisotropic_vectors_only(data):
+    _, vecs = data
+    p = fit_projection(vecs[:1000])
+    assert p is not None and p.shape[0] == D and p.shape[1] % 32 == 0 and p.shape[1] <= D // 2
+    assert np.allclose(p.T @ p, np.eye(p.shape[1]), atol=1e-5)
+    assert kept_energy(p, vecs[1000:]) >= 0.96  # held-out vectors too
+    iso = np.random.default_rng(1).normal(size=(2000, D))
+    assert fit_projection(iso / np.linalg.norm(iso, axis=1, keepdims=True)) is None  # nothing to gain
+    assert fit_projection(vecs[:200]) is None  # too few samples to estimate 160 directions
+
+
+def test_reduced_index_gives_exact_cosines_and_exact_search_results(data):
+    ids, vecs = data
+    ix, fetch = reduced_index(ids, vecs)
+    assert ix.reduced and ix.graph_dim < D and "graph_dim" in repr(ix)
+    queries = anisotropic(60, seed=7)
+    got_ids, got_scores = ix.search(queries, k=10)
+    want_ids, want_scores = exact_search(vecs, ids, queries, 10)
+    assert recall_at_k(got_ids, want_ids) >= 0.98
+    # scores are the true cosines of the full vectors, best first
+    rows = {int(i): n for n, i in enumerate(ids)}
+    true = np.einsum("qkd,qd->qk", vecs[[[rows[int(i)] for i in r] for r in got_ids]], queries)
+    assert np.allclose(got_scores, true, atol=1e-5) and (np.diff(got_scores, axis=1) <= 1e-7).all()
+    # filters: a small allowed set is searched exactly over fetched vectors, a large one through the graph
+    small = ids[::100]
+    s_ids, s_scores = ix.search(queries[0], k=5, allowed=small)
+    assert np.array_equal(s_ids, exact_search(vecs[::100], small, queries[:1], 5)[0])
+    big = ids[ids % 2 == 0]
+    b_ids, _ = ix.search(queries, k=10, allowed=big)
+    assert np.isin(b_ids, big).all()
+    assert recall_at_k(b_ids, exact_search(vecs[1::2], big, queries, 10)[0]) >= 0.95
+    assert np.allclose(ix.vectors(ids[:5]), vecs[:5])  # full vectors, not the graph's
+    # without re-ranking: graph ids and approximate scores, no fetch
+    calls = fetch.calls
+    a_ids, _ = ix.search(queries, k=10, rerank=False)
+    assert fetch.calls == calls and recall_at_k(a_ids, want_ids) >= 0.8
+
+
+def test_a_photo_forgotten_between_graph_and_fetch_keeps_its_graph_score(data):
+    ids, vecs = data
+    ix, fetch = reduced_index(ids, vecs)
+    q = vecs[42]
+    del fetch.table[int(ids[42])]  # the store forgot it; the index has not heard yet
+    got_ids, got_scores = ix.search(q, k=3)
+    assert got_ids[0, 0] == ids[42] and 0.9 < got_scores[0, 0] <= 1.01
+    with pytest.raises(KeyError, match="without full vectors"):
+        ix.vectors([int(ids[42])])
+
+
+def test_reduced_index_saves_its_projection_and_detects_damage(data, tmp_path):
+    ids, vecs = data
+    ix, fetch = reduced_index(ids, vecs)
+    ix.remove(ids[:10])
+    path = tmp_path / "m.hnsw"
+    ix.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.hnsw", "m.json", "m.proj.npy"]
+    loaded = VectorIndex.load(path, D, fetch=fetch)
+    assert loaded.reduced and np.array_equal(loaded.projection, ix.projection) and len(loaded) == len(ix)
+    q = anisotropic(20, seed=3)
+    assert np.array_equal(loaded.search(q, k=10)[0], ix.search(q, k=10)[0])
+    with pytest.raises(ValueError, match="needs fetch"):
+        VectorIndex.load(path, D)
+    proj = VectorIndex.projection_path(path)
+    good = proj.read_bytes()
+    proj.write_bytes(good[:-8] + b"\0" * 8)
+    with pytest.raises(IndexCorruptError, match="projection"):
+        VectorIndex.load(path, D, fetch=fetch)
+    proj.unlink()
+    with pytest.raises(IndexCorruptError, match="projection"):
+        VectorIndex.load(path, D, fetch=fetch)
+
+
+def test_compaction_into_a_projection_replays_writes_made_meanwhile(data):
+    ids, vecs = data
+    fetch = Vectors(ids, vecs)
+    ix = VectorIndex(D, fetch=fetch)
+    ix.add(ids[:2500], vecs[:2500])
+    new_ids, new_vecs = ids[2500:], vecs[2500:]
+    started = threading.Event()
+    real_upsert = type(ix._g).upsert
+
+    def slow_upsert(g, *a, **kw):  # hold the rebuild open so the writes below land during it
+        started.set()
+        threading.Event().wait(0.05)
+        return real_upsert(g, *a, **kw)
+
+    type(ix._g).upsert = slow_upsert
+    try:
+        t = threading.Thread(target=ix.compact, kwargs={"projection": fit_projection(vecs[:1000])})
+        t.start()
+        started.wait(5)
+        ix.add(new_ids, new_vecs)
+        ix.remove(ids[:100])
+        t.join(30)
+    finally:
+        type(ix._g).upsert = real_upsert
+    assert ix.reduced and ix.deleted_fraction < 0.05  # removed during the rebuild: marked deleted in the new graph
+    assert np.array_equal(ix.ids(), ids[100:])
+    got, scores = ix.search(new_vecs[:20], k=1)
+    assert np.array_equal(got[:, 0], new_ids[:20]) and np.allclose(scores[:, 0], 1, atol=1e-5)
+    with pytest.raises(ValueError, match="already reduced"):
+        ix.compact(projection=ix.projection)
+
+
+def fill_store(store: Store, model_id: str, vecs: np.ndarray, start: int = 0) -> np.ndarray:
+    folder = store.add_folder("/photos")
+    ids = []
+    with store.transaction() as db:
+        for n, v in enumerate(vecs, start):
+            pid = store.upsert_photo(db, f"/photos/{n:05d}.jpg", folder.id, 1000, 1, f"{n:032x}", {}, None)
+            store.put_vectors(db, model_id, pid, v, None)
+            ids.append(pid)
+    return np.array(ids, np.int64)
+
+
+def test_library_index_switches_to_reduced_past_the_threshold_and_stays_consistent(tmp_path, data, monkeypatch):
+    _, vecs = data
+    monkeypatch.setattr(ModelIndex, "REDUCE_AT", 1500)
+    store = Store(tmp_path / "lib")
+    store.register_model("m", "test", "/nowhere", D, 0)
+    ids = fill_store(store, "m", vecs[:1000])
+    mi = ModelIndex(store, "m", D)
+    assert not mi.index.reduced and len(mi.index) == 1000
+    more = fill_store(store, "m", vecs[1000:2000], start=1000)
+    mi.add(more, vecs[1000:2000])
+    mi.save()  # past REDUCE_AT: rebuilt reduced, then saved with its projection
+    assert mi.index.reduced and len(mi.index) == 2000
+    q = anisotropic(30, seed=11)
+    all_ids = np.concatenate([ids, more])
+    want = exact_search(vecs[:2000], all_ids, q, 10)[0]
+    assert recall_at_k(mi.index.search(q, k=10)[0], want) >= 0.98
+    # reopened: loads reduced from disk; with the file lost, rebuilt reduced straight from the store
+    again = ModelIndex(store, "m", D)
+    assert again.index.reduced and np.array_equal(again.index.ids(), all_ids)
+    mi.path.unlink()
+    rebuilt = ModelIndex(store, "m", D)
+    assert rebuilt.index.reduced and np.array_equal(rebuilt.index.ids(), all_ids)
+    assert recall_at_k(rebuilt.index.search(q, k=10)[0], want) >= 0.98
+    store.close()
+
+
+def test_library_of_isotropic_vectors_is_not_reduced(tmp_path, monkeypatch):
+    monkeypatch.setattr(ModelIndex, "REDUCE_AT", 300)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, D))
+    vecs = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    store = Store(tmp_path / "lib")
+    store.register_model("m", "test", "/nowhere", D, 0)
+    fill_store(store, "m", vecs)
+    mi = ModelIndex(store, "m", D)
+    mi.save()
+    assert not mi.index.reduced and not mi.maybe_reduce() and len(mi.index) == 400
+    store.close()
