@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from photosearch.library import Library
-from photosearch.model.vectors import l2_normalize
+from photosearch.model.vectors import l2_normalize, visual_space
 from photosearch.search.query import QueryError, Term, parse_query, split_tags
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ class Searcher:
             vid, vvecs = self.library.store.embeddings(mi.model_id, cand.tolist(), visual=True)
             if len(cand) and len(vid) == len(cand):
                 order = {int(i): n for n, i in enumerate(vid)}
-                vs = l2_normalize(vvecs) @ visual
+                kind = self.model.info.kind
+                vs = visual_space(vvecs, kind) @ visual_space(visual, kind)
                 scores = np.array([vs[order[int(i)]] for i in cand], np.float32)
                 rank = np.argsort(-scores, kind="stable")
                 ids, scores = cand[rank], scores[rank]
