@@ -206,3 +206,11 @@ def test_library_of_isotropic_vectors_is_not_reduced(tmp_path, monkeypatch):
     mi.save()
     assert not mi.index.reduced and not mi.maybe_reduce() and len(mi.index) == 400
     store.close()
+
+
+def test_visual_space_power_normalises_composed_models_only():
+    from photosearch.model.vectors import l2_normalize, visual_space
+
+    v = np.array([[4.0, 1.0, 0.0, -9.0]], np.float32)
+    np.testing.assert_allclose(visual_space(v, "dual_encoder"), l2_normalize(np.array([[2.0, 1.0, 0.0, -3.0]])))
+    np.testing.assert_allclose(visual_space(v, "hf_clip"), l2_normalize(v))  # HF: scores stay transformers' cosines

@@ -13,6 +13,7 @@ from PIL import Image
 
 from photosearch.library import Control, Library
 from photosearch.model import load_model
+from photosearch.model.vectors import visual_space
 from photosearch.search import Filters, QueryError, Searcher, near_duplicate_groups, parse_query
 from tests.conftest import build_tiny_checkpoint, write_photo
 
@@ -135,6 +136,12 @@ def test_search_text_photo_combined_filters(tmp_path, model):
         assert res[0].path == str(paths[3]) and res[0].score > 0.999
         res = s.similar(paths[4].read_bytes(), limit=1)
         assert res[0].path == str(paths[4])
+        # its scores are cosines of the power-normalised visual vectors (visual_space), best first
+        res = s.similar(str(paths[6]), limit=4)
+        _, qvis = model.encode_pixels(model.preprocess(paths[6])[None])
+        ids, vis = lib.store.embeddings(model.model_id, [r.photo_id for r in res], visual=True)
+        want = dict(zip(ids.tolist(), (visual_space(vis, model.info.kind) @ visual_space(qvis, model.info.kind)[0]).tolist()))
+        assert [r.score for r in res] == pytest.approx([want[r.photo_id] for r in res], abs=2e-3)
         # combined and weighted queries change the ranking but stay valid
         combo = s.search(f"2:sunset + {paths[5]} - cat", limit=3)
         assert len(combo) == 3
