@@ -68,7 +68,10 @@ def test_photo_query_heatmap_uses_the_visual_space(tiny_checkpoint, tmp_path):
     a, b = write_photo(tmp_path / "a.png", 1), write_photo(tmp_path / "b.png", 2)
     emb, vis = model.encode_pixels(np.stack([model.preprocess(str(b))]))
     hm = Explainer(model).explain(str(a), emb[0], vis[0])
-    expect = float(model.encode_images([str(a)], visual=True)[0] @ vis[0])
+    from photosearch.model.vectors import visual_space
+
+    mine = model.encode_images([str(a)], visual=True)
+    expect = float(visual_space(mine, model.info.kind)[0] @ visual_space(vis, model.info.kind)[0])  # as search ranks
     assert hm.score == pytest.approx(expect, abs=1e-4)
 
 

@@ -29,6 +29,7 @@ from photosearch.model import torch_available
 from photosearch.model.base import EncoderBase
 from photosearch.model.config import PreprocessConfig
 from photosearch.model.preprocess import ImageInput, crop_geometry, open_image, resize_crop, to_array
+from photosearch.model.vectors import visual_space
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,12 @@ def _target(emb, pooled, q, visual):
     import torch.nn.functional as F
 
     if visual is not None and pooled is not None and pooled.shape[-1] == len(visual):
-        return (F.normalize(pooled.float(), dim=-1) @ torch.from_numpy(np.asarray(visual, np.float32))).sum()
+        # photo queries rank by visual_space (composed models: signed square root, then L2); the epsilon keeps
+        # the gradient finite where a pooled feature is exactly 0
+        p = pooled.float()
+        p = torch.sign(p) * torch.sqrt(p.abs() + 1e-8)
+        v = torch.from_numpy(visual_space(np.asarray(visual, np.float32)[None], "dual_encoder")[0])
+        return (F.normalize(p, dim=-1) @ v).sum()
     return (F.normalize(emb.float(), dim=-1) @ torch.from_numpy(q)).sum()
 
 
@@ -354,7 +360,11 @@ def _occlusion(model: EncoderBase, pixels: np.ndarray, q: np.ndarray, visual: np
     scores = []
     for i in range(0, len(batch), 32):
         emb, vis = model.encode_pixels(np.stack(batch[i:i + 32]))
-        scores.append(vis @ visual if visual is not None and vis.shape[1] == len(visual) else emb @ q)
+        if visual is not None and vis.shape[1] == len(visual):
+            kind = model.info.kind
+            scores.append(visual_space(vis, kind) @ visual_space(np.asarray(visual)[None], kind)[0])
+        else:
+            scores.append(emb @ q)
     s = np.concatenate(scores)
     base = float(s[0])
     out = np.zeros((grid, grid), np.float32)
