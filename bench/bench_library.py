@@ -617,7 +617,8 @@ def worker_build(n: int, lib_dir: Path, n_queries: int, seed: int) -> dict:
     path = mi.path
     del mi, vecs, base
     store.close()
-    index_bytes = path.stat().st_size + (path.with_suffix(".proj.npy").stat().st_size if proj is not None else 0)
+    index_bytes = path.stat().st_size + sum(path.with_suffix(suffix).stat().st_size for suffix in
+                                            ((".proj.npy", ".codes.npz") if proj is not None else ()))
     return {"n": n, "model_id": info["model_id"], "clusters": clusters, "insert_s": insert_s, "build_s": build_s,
             "graph_dim": graph_dim, "kept_energy": energy,
             "index_mib": index_bytes / 2**20,

@@ -27,30 +27,15 @@ def anisotropic(n: int, seed: int = 0, dim: int = D, clusters: int = 40) -> np.n
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-class Vectors:
-    """The fetch callback over an in-memory table of full vectors (the store's role in the app)."""
-
-    def __init__(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        self.table = dict(zip(ids.tolist(), vecs))
-        self.calls = 0
-
-    def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.calls += 1
-        got = [i for i in ids.tolist() if i in self.table]
-        return np.array(got, np.int64), np.array([self.table[i] for i in got], np.float32).reshape(len(got), D)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     return np.arange(1, 3001, dtype=np.int64), anisotropic(3000)
 
 
-def reduced_index(ids: np.ndarray, vecs: np.ndarray) -> tuple[VectorIndex, Vectors]:
-    fetch = Vectors(ids, vecs)
-    projection = fit_projection(vecs[:1000])
-    ix = VectorIndex(D, projection=projection, fetch=fetch)
+def reduced_index(ids: np.ndarray, vecs: np.ndarray) -> VectorIndex:
+    ix = VectorIndex(D, projection=fit_projection(vecs[:1000]))
     ix.add(ids, vecs)
-    return ix, fetch
+    return ix
 
 
 def test_fit_projection_keeps_the_energy_of_anisotropic_vectors_only(data):
@@ -64,19 +49,19 @@ def test_fit_projection_keeps_the_energy_of_anisotropic_vectors_only(data):
     assert fit_projection(vecs[:200]) is None  # too few samples to estimate 160 directions
 
 
-def test_reduced_index_gives_exact_cosines_and_exact_search_results(data):
+def test_reduced_index_gives_cosines_and_exact_search_results(data):
     ids, vecs = data
-    ix, fetch = reduced_index(ids, vecs)
+    ix = reduced_index(ids, vecs)
     assert ix.reduced and ix.graph_dim < D and "graph_dim" in repr(ix)
     queries = anisotropic(60, seed=7)
     got_ids, got_scores = ix.search(queries, k=10)
     want_ids, want_scores = exact_search(vecs, ids, queries, 10)
     assert recall_at_k(got_ids, want_ids) >= 0.98
-    # scores are the true cosines of the full vectors, best first
+    # scores are the cosines of the full vectors (int8 codes: to ~1e-3), best first
     rows = {int(i): n for n, i in enumerate(ids)}
     true = np.einsum("qkd,qd->qk", vecs[[[rows[int(i)] for i in r] for r in got_ids]], queries)
-    assert np.allclose(got_scores, true, atol=1e-5) and (np.diff(got_scores, axis=1) <= 1e-7).all()
-    # filters: a small allowed set is searched exactly over fetched vectors, a large one through the graph
+    assert np.allclose(got_scores, true, atol=2e-3) and (np.diff(got_scores, axis=1) <= 1e-7).all()
+    # filters: a small allowed set is searched exactly over the codes, a large one through the graph
     small = ids[::100]
     s_ids, s_scores = ix.search(queries[0], k=5, allowed=small)
     assert np.array_equal(s_ids, exact_search(vecs[::100], small, queries[:1], 5)[0])
@@ -84,51 +69,55 @@ def test_reduced_index_gives_exact_cosines_and_exact_search_results(data):
     b_ids, _ = ix.search(queries, k=10, allowed=big)
     assert np.isin(b_ids, big).all()
     assert recall_at_k(b_ids, exact_search(vecs[1::2], big, queries, 10)[0]) >= 0.95
-    assert np.allclose(ix.vectors(ids[:5]), vecs[:5])  # full vectors, not the graph's
-    # without re-ranking: graph ids and approximate scores, no fetch
-    calls = fetch.calls
+    assert np.allclose(ix.vectors(ids[:5]), vecs[:5], atol=1e-2)  # full vectors (from the codes), not the graph's
+    # without re-ranking: graph ids and the graph's approximate scores
     a_ids, _ = ix.search(queries, k=10, rerank=False)
-    assert fetch.calls == calls and recall_at_k(a_ids, want_ids) >= 0.8
+    assert recall_at_k(a_ids, want_ids) >= 0.8
 
 
-def test_a_photo_forgotten_between_graph_and_fetch_keeps_its_graph_score(data):
+def test_replaced_and_restored_vectors_update_their_codes(data):
     ids, vecs = data
-    ix, fetch = reduced_index(ids, vecs)
-    q = vecs[42]
-    del fetch.table[int(ids[42])]  # the store forgot it; the index has not heard yet
-    got_ids, got_scores = ix.search(q, k=3)
-    assert got_ids[0, 0] == ids[42] and 0.9 < got_scores[0, 0] <= 1.01
-    with pytest.raises(KeyError, match="without full vectors"):
-        ix.vectors([int(ids[42])])
+    ix = reduced_index(ids, vecs)
+    ix.remove(ids[:20])
+    ix.add(ids[10:20], vecs[2000:2010])  # deleted ids come back with other vectors
+    ix.add(ids[30:40], vecs[2010:2020])  # live ids get new vectors
+    assert np.allclose(ix.vectors(ids[10:20]), vecs[2000:2010], atol=1e-2)
+    assert np.allclose(ix.vectors(ids[30:40]), vecs[2010:2020], atol=1e-2)
+    got, scores = ix.search(vecs[2015], k=2)
+    assert ids[35] in got[0] and scores[0, 0] > 0.99
+    assert ids[5] not in ix.search(vecs[5], k=5)[0][0]
 
 
 def test_reduced_index_saves_its_projection_and_detects_damage(data, tmp_path):
     ids, vecs = data
-    ix, fetch = reduced_index(ids, vecs)
+    ix = reduced_index(ids, vecs)
     ix.remove(ids[:10])
     path = tmp_path / "m.hnsw"
     ix.save(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.hnsw", "m.json", "m.proj.npy"]
-    loaded = VectorIndex.load(path, D, fetch=fetch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.codes.npz", "m.hnsw", "m.json", "m.proj.npy"]
+    loaded = VectorIndex.load(path, D)
     assert loaded.reduced and np.array_equal(loaded.projection, ix.projection) and len(loaded) == len(ix)
     q = anisotropic(20, seed=3)
-    assert np.array_equal(loaded.search(q, k=10)[0], ix.search(q, k=10)[0])
-    with pytest.raises(ValueError, match="needs fetch"):
-        VectorIndex.load(path, D)
-    proj = VectorIndex.projection_path(path)
-    good = proj.read_bytes()
-    proj.write_bytes(good[:-8] + b"\0" * 8)
-    with pytest.raises(IndexCorruptError, match="projection"):
-        VectorIndex.load(path, D, fetch=fetch)
-    proj.unlink()
-    with pytest.raises(IndexCorruptError, match="projection"):
-        VectorIndex.load(path, D, fetch=fetch)
+    a, b = loaded.search(q, k=10), ix.search(q, k=10)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    loaded.add(ids[:10], vecs[:10])  # the loaded codes keep working for writes
+    assert loaded.search(vecs[3], k=1)[0][0, 0] == ids[3]
+    for name, match in (("proj.npy", "projection"), ("codes.npz", "codes")):
+        damaged = path.with_suffix("." + name)
+        good = damaged.read_bytes()
+        damaged.write_bytes(good[: len(good) // 2] + b"\0" * (len(good) - len(good) // 2))
+        with pytest.raises(IndexCorruptError, match=match):
+            VectorIndex.load(path, D)
+        damaged.unlink()
+        with pytest.raises(IndexCorruptError, match=match):
+            VectorIndex.load(path, D)
+        damaged.write_bytes(good)
+    assert len(VectorIndex.load(path, D)) == len(ix)
 
 
 def test_compaction_into_a_projection_replays_writes_made_meanwhile(data):
     ids, vecs = data
-    fetch = Vectors(ids, vecs)
-    ix = VectorIndex(D, fetch=fetch)
+    ix = VectorIndex(D)
     ix.add(ids[:2500], vecs[:2500])
     new_ids, new_vecs = ids[2500:], vecs[2500:]
     started = threading.Event()
@@ -152,7 +141,7 @@ def test_compaction_into_a_projection_replays_writes_made_meanwhile(data):
     assert ix.reduced and ix.deleted_fraction < 0.05  # removed during the rebuild: marked deleted in the new graph
     assert np.array_equal(ix.ids(), ids[100:])
     got, scores = ix.search(new_vecs[:20], k=1)
-    assert np.array_equal(got[:, 0], new_ids[:20]) and np.allclose(scores[:, 0], 1, atol=1e-5)
+    assert np.array_equal(got[:, 0], new_ids[:20]) and np.allclose(scores[:, 0], 1, atol=2e-3)
     with pytest.raises(ValueError, match="already reduced"):
         ix.compact(projection=ix.projection)
 

@@ -15,8 +15,11 @@ when it cannot be loaded. Facts about hnswlib 0.8.0 this module relies on (check
   for small subsets.
 
 A large library's index may be *reduced* (:mod:`photosearch.index.reduce`): the graph holds ``v @ P`` for an
-orthonormal (D, d) projection saved beside it, proposes a pool of candidates, and the full vectors — fetched
-from the store through a callback — re-rank them exactly. Callers see the same D-dimensional API either way.
+orthonormal (D, d) projection saved beside it and proposes a pool of candidates, which int8 copies of the full
+vectors (one scale per vector, kept in memory and saved beside the graph) re-rank: scores are cosines to within
+~1e-3. Callers see the same D-dimensional API either way. (The store's float32 vectors are not used to re-rank:
+reading a few hundred random rows of a multi-GB SQLite file costs tens of milliseconds where the page cache is
+small.)
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import os
 import struct
 import tempfile
 import threading
+import zipfile
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,38 @@ _EXACT_SQRT = 3.0  # ... and up to this * sqrt(live): get_items cost (∝ n) vs 
 _NORM_TOL = 1e-2  # float16 round trips stay well inside this
 _POOL_MIN = 64  # a reduced index re-ranks k + max(k, this) graph candidates by their full vectors
 
-Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (found ids, (n, D) float32 full vectors)
+
+class _Codes:
+    """int8 copies of full vectors in slots, one float32 scale each (|error| per component ≤ scale / 2)."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.codes = np.zeros((max(1, capacity), dim), np.int8)
+        self.scales = np.zeros(max(1, capacity), np.float32)
+        self.n = 0  # slots in use
+
+    def write(self, slots: np.ndarray, vectors: np.ndarray) -> None:
+        scale = np.abs(vectors).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        self.codes[slots] = np.rint(vectors / scale[:, None]).astype(np.int8)
+        self.scales[slots] = scale
+
+    def append(self, vectors: np.ndarray) -> np.ndarray:
+        """New slots holding vectors."""
+        need = self.n + len(vectors)
+        if need > len(self.scales):
+            grown = max(need, len(self.scales) * 3 // 2 + 1)
+            codes = np.zeros((grown, self.codes.shape[1]), np.int8)
+            codes[: self.n] = self.codes[: self.n]
+            scales = np.zeros(grown, np.float32)
+            scales[: self.n] = self.scales[: self.n]
+            self.codes, self.scales = codes, scales
+        slots = np.arange(self.n, need, dtype=np.int64)
+        self.write(slots, vectors)
+        self.n = need
+        return slots
+
+    def get(self, slots: np.ndarray) -> np.ndarray:
+        return self.codes[slots].astype(np.float32) * self.scales[slots, None]
 
 
 class IndexCorruptError(Exception):
@@ -115,19 +150,25 @@ class RWLock:
 
 
 class _Graph:
-    """One hnswlib index plus which of its labels are live. Not thread-safe: VectorIndex locks around it."""
+    """One hnswlib index plus which of its labels are live, and — for a reduced graph — int8 codes of each label's
+    full vector (``slots`` runs parallel to ``labels``). Not thread-safe: VectorIndex locks around it."""
 
-    def __init__(self, index: hnswlib.Index, labels: np.ndarray, dead: np.ndarray) -> None:
+    def __init__(self, index: hnswlib.Index, labels: np.ndarray, dead: np.ndarray, codes: _Codes | None = None,
+                 slots: np.ndarray | None = None) -> None:
         self.index = index
         self.labels = labels  # (L,) int64, sorted: every label in the graph, deleted ones included
         self.dead = dead  # (L,) bool
         self.n_dead = int(dead.sum())
+        self.codes = codes
+        self.slots = slots if slots is not None else np.empty(0, np.int64)  # (L,) rows of codes
 
     @classmethod
-    def empty(cls, dim: int, M: int, ef_construction: int, capacity: int) -> _Graph:
+    def empty(cls, dim: int, M: int, ef_construction: int, capacity: int, full_dim: int | None = None) -> _Graph:
+        """``full_dim``: the graph is reduced and keeps int8 codes of full vectors this wide."""
         index = hnswlib.Index(space="ip", dim=dim)
         index.init_index(max_elements=max(1, capacity), ef_construction=ef_construction, M=M)
-        return cls(index, np.empty(0, np.int64), np.empty(0, bool))
+        codes = None if full_dim is None else _Codes(full_dim, capacity)
+        return cls(index, np.empty(0, np.int64), np.empty(0, bool), codes)
 
     @property
     def n_live(self) -> int:
@@ -142,8 +183,9 @@ class _Graph:
         live[known] = ~self.dead[pos[known]]
         return pos, known, live
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray, threads: int) -> None:
-        """Add or replace unique ids (growing capacity first); deleted ids come back with the new vector."""
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, threads: int, full: np.ndarray | None = None) -> None:
+        """Add or replace unique ids (growing capacity first); deleted ids come back with the new vector.
+        ``full``: the full vectors, which a reduced graph keeps as int8 codes."""
         pos, known, live = self.locate(ids)
         new = ~known
         need = self.index.element_count + int(new.sum())
@@ -158,6 +200,11 @@ class _Graph:
         self.index.add_items(vectors, ids, num_threads=threads)
         self.dead[pos[restored]] = False
         self.n_dead -= int(restored.sum())
+        if self.codes is not None:
+            if full is None:
+                raise ValueError("a reduced graph needs the full vectors too")
+            self.codes.write(self.slots[pos[known]], full[known])
+            self.slots = np.insert(self.slots, pos[new], self.codes.append(full[new]))
         self.labels = np.insert(self.labels, pos[new], ids[new])
         self.dead = np.insert(self.dead, pos[new], False)
 
@@ -172,8 +219,14 @@ class _Graph:
     def live_ids(self) -> np.ndarray:
         return self.labels[~self.dead]
 
+    def full(self, ids: np.ndarray) -> np.ndarray:
+        """Full vectors of live ids, (n, D) float32: the graph's own, or the int8 codes' of a reduced graph."""
+        if self.codes is None:
+            return self.get(ids)
+        return self.codes.get(self.slots[self.locate(ids)[0]])
+
     def get(self, ids: np.ndarray) -> np.ndarray:
-        """Stored vectors of live ids, (n, D) float32."""
+        """Vectors of live ids as the graph holds them, (n, graph dim) float32."""
         out = np.empty((len(ids), self.index.dim), np.float32)
         for start in range(0, len(ids), _GET_CHUNK):
             chunk = ids[start : start + _GET_CHUNK]
@@ -242,17 +295,15 @@ class VectorIndex:
         capacity: int = 1024,
         threads: int = 1,
         projection: np.ndarray | None = None,
-        fetch: Fetch | None = None,
     ) -> None:
-        """``projection`` (dim, d) with orthonormal columns makes a reduced index (the graph holds d-dim vectors);
-        ``fetch(ids) -> (ids, vectors)`` returns full vectors, which a reduced index needs to re-rank."""
+        """``projection`` (dim, d) with orthonormal columns makes a reduced index: the graph holds d-dim vectors
+        and int8 codes of the full ones re-rank its candidates."""
         if dim < 1 or M < 2 or ef_construction < 1 or ef_search < 1 or capacity < 1 or threads < 1:
             raise ValueError("dim, ef_construction, ef_search, capacity and threads must be >= 1 and M >= 2")
         self.dim, self.M, self.ef_construction = dim, M, ef_construction
         self.ef_search, self.capacity, self.threads = ef_search, capacity, threads
-        self.fetch = fetch
         self.projection = self._check_projection(projection)
-        self._g = _Graph.empty(self.graph_dim, M, ef_construction, capacity)
+        self._g = _Graph.empty(self.graph_dim, M, ef_construction, capacity, None if projection is None else dim)
         self._lock = RWLock()
         self._save_lock = threading.Lock()  # saves only read the graph but must not interleave their two files
         self._compact_lock = threading.Lock()
@@ -266,8 +317,6 @@ class VectorIndex:
             raise ValueError(f"projection must have shape ({self.dim}, d) with d < {self.dim}, got {p.shape}")
         if not np.allclose(p.T @ p, np.eye(p.shape[1]), atol=1e-3):
             raise ValueError("projection columns must be orthonormal")
-        if self.fetch is None:
-            raise ValueError("a reduced index needs fetch (full vectors to re-rank its candidates)")
         return p
 
     @property
@@ -282,24 +331,15 @@ class VectorIndex:
     def _to_graph(self, vectors: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
         return vectors if projection is None else np.ascontiguousarray(vectors @ projection, dtype=np.float32)
 
-    def _full(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Full vectors of ids that the fetch callback still knows: (ids, (n, dim) float32), in the order of ids."""
-        got, vecs = self.fetch(ids)
-        got = np.asarray(got, np.int64)
-        if len(got) == 0:
-            return got, np.zeros((0, self.dim), np.float32)
-        vecs = np.asarray(vecs, np.float32).reshape(len(got), self.dim)
-        order = np.argsort(got, kind="stable")
-        got, vecs = got[order], vecs[order]
-        pos = np.minimum(np.searchsorted(got, ids), len(got) - 1)
-        found = got[pos] == ids
-        return ids[found], vecs[pos[found]]
-
     # ---- persistence -------------------------------------------------------------------------------------------
 
     @staticmethod
     def projection_path(path: Path) -> Path:
         return Path(path).with_suffix(".proj.npy")
+
+    @staticmethod
+    def codes_path(path: Path) -> Path:
+        return Path(path).with_suffix(".codes.npz")
 
     @staticmethod
     def meta_path(path: Path) -> Path:
@@ -316,7 +356,15 @@ class VectorIndex:
                 np.save(buf, projection)
                 blob = buf.getvalue()
                 _write_atomic(self.projection_path(path), lambda tmp: Path(tmp).write_bytes(blob))
-                proj_meta = {"dim": projection.shape[1], "sha256": hashlib.sha256(blob).hexdigest()}
+
+                def write_codes(tmp: str) -> None:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, labels=g.labels, slots=g.slots, codes=g.codes.codes[: g.codes.n],
+                                 scales=g.codes.scales[: g.codes.n])
+
+                _write_atomic(self.codes_path(path), write_codes)
+                proj_meta = {"dim": projection.shape[1], "sha256": hashlib.sha256(blob).hexdigest(),
+                             "codes_bytes": self.codes_path(path).stat().st_size}
             _write_atomic(path, lambda tmp: g.index.save_index(str(tmp)))
             meta = {
                 "format": FORMAT_VERSION,
@@ -335,8 +383,8 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, **kw: Any) -> VectorIndex:
-        """Load an index saved by save(); M, ef_construction and a projection come from the files, the rest
-        (fetch included, which a reduced index needs) from kw.
+        """Load an index saved by save(); M, ef_construction and a projection (with its codes) come from the
+        files, the rest from kw.
 
         Raises IndexCorruptError when the file or its meta is missing, garbled, or for another dimension."""
         path = Path(path)
@@ -376,8 +424,6 @@ class VectorIndex:
         gdim = dim if projection is None else projection.shape[1]
         if _read_header(path) != (gdim, m, elements):
             raise corrupt(f"header does not match its meta (dim={gdim}, M={m}, {elements} elements)")
-        if projection is not None and kw.get("fetch") is None:
-            raise ValueError(f"index {path} is reduced: loading it needs fetch (full vectors to re-rank with)")
         try:
             self = cls(dim, **{**kw, "M": m, "ef_construction": efc, "projection": projection})
         except ValueError as e:
@@ -391,9 +437,29 @@ class VectorIndex:
         dead = np.isin(labels, deleted)
         if len(labels) != elements or dead.sum() != len(deleted) or elements - len(deleted) != count:
             raise corrupt("does not match its meta (element or deleted counts differ)")
-        self._g = _Graph(index, labels, dead)
+        codes, slots = None, None
+        if projection is not None:
+            codes, slots = cls._load_codes(cls.codes_path(path), labels, dim, proj_meta, corrupt)
+        self._g = _Graph(index, labels, dead, codes, slots)
         log.info("loaded index %s: %d live vectors, %d deleted", path, count, len(deleted))
         return self
+
+    @staticmethod
+    def _load_codes(path: Path, labels: np.ndarray, dim: int, meta: dict, corrupt: Any) -> tuple[_Codes, np.ndarray]:
+        try:
+            if path.stat().st_size != int(meta["codes_bytes"]):
+                raise ValueError("its size differs from the meta's")
+            with np.load(path, allow_pickle=False) as z:
+                saved, slots, codes, scales = z["labels"], z["slots"], z["codes"], z["scales"]
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise corrupt(f"has a missing or damaged codes file ({e})") from e
+        n = len(scales)
+        if (not np.array_equal(saved, labels) or len(slots) != len(labels) or codes.shape != (n, dim)
+                or codes.dtype != np.int8 or (len(slots) and (slots.min() < 0 or slots.max() >= n))):
+            raise corrupt("has a codes file that does not match the graph")
+        c = _Codes(dim, 0)
+        c.codes, c.scales, c.n = codes, scales.astype(np.float32), n
+        return c, slots.astype(np.int64)
 
     # ---- writes ------------------------------------------------------------------------------------------------
 
@@ -415,7 +481,7 @@ class VectorIndex:
         ids, last = np.unique(ids[::-1], return_index=True)  # a repeated id keeps its last vector
         vectors = vectors[len(vectors) - 1 - last]
         with self._lock.write():
-            self._g.upsert(ids, self._to_graph(vectors, self.projection), self.threads)
+            self._g.upsert(ids, self._to_graph(vectors, self.projection), self.threads, full=vectors)
             if self._dirty is not None:
                 self._dirty.update(ids.tolist())
 
@@ -430,8 +496,8 @@ class VectorIndex:
 
     def compact(self, projection: np.ndarray | None = None) -> None:
         """Rebuild from the live items with the same parameters, dropping deleted slots. With ``projection``
-        (only for an index that is not reduced yet), the new graph holds the projected vectors: the index
-        becomes reduced (it needs ``fetch``).
+        (only for an index that is not reduced yet), the new graph holds the projected vectors and int8 codes of
+        the full ones: the index becomes reduced.
 
         The new graph is built aside while searches and writes go on; writes made meanwhile are replayed onto it
         under the write lock before the swap. Needs memory for both graphs while it runs."""
@@ -449,19 +515,24 @@ class VectorIndex:
                     ids = self._g.live_ids()
                 gdim = self.graph_dim if projection is None else projection.shape[1]
                 capacity = max(self.capacity, math.ceil(len(ids) * 1.25))
-                fresh = _Graph.empty(gdim, self.M, self.ef_construction, capacity)
+                fresh = _Graph.empty(gdim, self.M, self.ef_construction, capacity,
+                                     None if target is None else self.dim)
+
+                def move(chunk: np.ndarray) -> None:  # old graph -> fresh, converting when the space changes
+                    full = self._g.full(chunk)
+                    vectors = full @ convert if convert is not None else self._g.get(chunk)
+                    fresh.upsert(chunk, np.ascontiguousarray(vectors, np.float32), self.threads, full=full)
+
                 for start in range(0, len(ids), 65536):  # chunks bound the extra memory to 65536 vectors
                     chunk = ids[start : start + 65536]
                     with self._lock.read():  # ids removed since the snapshot are in _dirty: replayed below
-                        chunk = chunk[self._g.locate(chunk)[2]]
-                        vectors = self._g.get(chunk)
-                    fresh.upsert(chunk, self._to_graph(vectors, convert), self.threads)
+                        move(chunk[self._g.locate(chunk)[2]])
                 with self._lock.write():
                     dirty = np.array(sorted(self._dirty), dtype=np.int64)
                     _, _, live = self._g.locate(dirty)
                     fresh.delete(dirty[~live])
                     if live.any():
-                        fresh.upsert(dirty[live], self._to_graph(self._g.get(dirty[live]), convert), self.threads)
+                        move(dirty[live])
                     before, self._g, self.projection = self._g, fresh, target
                 log.info("compacted index%s: %d live, %d deleted slots dropped",
                          f" into {gdim} dimensions" if convert is not None else "", fresh.n_live, before.n_dead)
@@ -528,33 +599,25 @@ class VectorIndex:
             except RuntimeError as e:  # the graph walk found fewer than requested
                 log.warning("hnswlib search failed (%s); falling back to exact search over %d vectors", e, n)
                 return self._exact(g, g.live_ids() if candidates is None else candidates, q, kk)
-        labels, scores = labels.astype(np.int64), (1.0 - dist).astype(np.float32)
-        if projection is None or not rerank:
-            return labels[:, :kk], scores[:, :kk]
-        return self._rerank(labels, scores, q, kk)
+            labels = labels.astype(np.int64)
+            if projection is not None and rerank:
+                return self._rerank(g, labels, q, kk)
+        return labels[:, :kk], (1.0 - dist[:, :kk]).astype(np.float32)
 
     def _exact(self, g: _Graph, ids: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Brute-force top-k over ids (full vectors: from the graph, or fetched when it is reduced)."""
-        if self.projection is None:
-            return exact_search(g.get(ids), ids, q, k)
-        ids, full = self._full(ids)
-        if len(ids) == 0:
-            return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
-        return exact_search(full, ids, q, min(k, len(ids)))
+        """Brute-force top-k over ids (full vectors: the graph's own, or a reduced graph's codes)."""
+        out_ids, scores = exact_search(g.full(ids), ids, q, k)
+        return out_ids, np.clip(scores, -1.0, 1.0)
 
-    def _rerank(self, labels: np.ndarray, approx: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosines of each row's graph candidates (full vectors fetched once for all rows), top k of them.
-        A candidate the fetch no longer knows keeps its graph score (it was forgotten a moment ago)."""
-        uniq = np.unique(labels)
-        found, full = self._full(uniq)
-        if len(found) == 0:
-            return labels[:, :k], approx[:, :k]
-        pos = np.minimum(np.searchsorted(found, labels), len(found) - 1)  # (Q, P)
-        valid = found[pos] == labels
+    @staticmethod
+    def _rerank(g: _Graph, labels: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosines of each row's graph candidates by their full vectors (int8 codes), top k of them."""
+        slots = g.slots[np.searchsorted(g.labels, labels)]  # (Q, P): every candidate is a known label
         scores = np.empty(labels.shape, np.float32)
         for s in range(0, len(q), 256):  # bounded memory: 256 queries × pool × D
-            scores[s : s + 256] = np.einsum("qpd,qd->qp", full[pos[s : s + 256]], q[s : s + 256])
-        scores = np.where(valid, scores, approx)
+            sl = slots[s : s + 256]
+            dots = np.einsum("qpd,qd->qp", g.codes.codes[sl].astype(np.float32), q[s : s + 256])
+            scores[s : s + 256] = np.clip(dots * g.codes.scales[sl], -1.0, 1.0)  # int8 rounding may pass ±1
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(labels, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
@@ -579,12 +642,7 @@ class VectorIndex:
             live = self._g.locate(ids)[2]
             if not live.all():
                 raise KeyError(f"ids not in the index: {ids[~live][:10].tolist()}")
-            if self.projection is None:
-                return self._g.get(ids)
-        found, full = self._full(ids)
-        if len(found) != len(ids):
-            raise KeyError(f"ids without full vectors: {np.setdiff1d(ids, found)[:10].tolist()}")
-        return full
+            return self._g.full(ids)
 
     @property
     def deleted_fraction(self) -> float:

@@ -69,8 +69,8 @@ class ModelIndex:
     """The HNSW index of one model id, kept consistent with the store's vectors.
 
     From ``REDUCE_AT`` photos on, the graph holds narrower vectors (a projection fitted on a sample of the
-    library, :mod:`photosearch.index.reduce`) and re-ranks its candidates with the store's full vectors: a
-    1M-photo library then needs ~0.8 GB for its index instead of 1.7 GB, with the same results."""
+    library, :mod:`photosearch.index.reduce`) and re-ranks its candidates with int8 codes of the full vectors:
+    a 1M-photo library then needs ~1 GB for its index instead of 1.7 GB, with the same results."""
 
     REDUCE_AT = 100_000
     FIT_SAMPLE = 20_000
@@ -88,18 +88,15 @@ class ModelIndex:
         index = None
         if self.path.is_file():
             try:
-                index = VectorIndex.load(self.path, self.dim, fetch=self._fetch, threads=_THREADS)
+                index = VectorIndex.load(self.path, self.dim, threads=_THREADS)
             except IndexCorruptError as e:
                 log.warning("%s; rebuilding it from the library", e)
         if index is None:  # a large library is rebuilt reduced straight away (never holding every full vector)
             want = self.store.vector_ids(self.model_id)
             projection = self._fit(want) if len(want) >= self.REDUCE_AT else None
-            index = VectorIndex(self.dim, projection=projection, fetch=self._fetch, threads=_THREADS)
+            index = VectorIndex(self.dim, projection=projection, threads=_THREADS)
         self._reconcile(index)
         return index
-
-    def _fetch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.embeddings(self.model_id, ids.tolist())
 
     def _fit(self, ids: np.ndarray):
         """A projection fitted on a random sample of the library's vectors (None: reducing would not pay)."""
