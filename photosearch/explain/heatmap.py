@@ -227,6 +227,9 @@ def _gradient_map(tm: EncoderBase, pixels: np.ndarray, q: np.ndarray, visual: np
         module.train(was_training)
 
 
+IG_STEPS = 8  # integration steps of the CNN heatmap's channel weights
+
+
 def _grad_cam(module, x, q, visual) -> tuple[np.ndarray, float]:
     import torch
 
@@ -234,16 +237,25 @@ def _grad_cam(module, x, q, visual) -> tuple[np.ndarray, float]:
     bb = tower.backbone
     with torch.no_grad():  # the backbone runs once, without a graph: only the head needs gradients
         feats = bb.forward_features(x)  # (1, C, h, w)
-    feats = feats.detach().requires_grad_(True)
-    pooled = bb.forward_head(feats, pre_logits=True)  # (1, C)
-    logits = bb.get_classifier()(pooled) if tower.cfg.num_classes else None
-    emb = module.image_head(pooled, logits)
-    target = _target(emb, pooled, q, visual)
-    (grad,) = torch.autograd.grad(target, feats)
-    act = feats.detach()[0]  # (C, h, w)
-    weights = grad[0].mean(dim=(1, 2))  # (C,)
+
+    def score(f):
+        pooled = bb.forward_head(f, pre_logits=True)  # (1, C)
+        logits = bb.get_classifier()(pooled) if tower.cfg.num_classes else None
+        return _target(module.image_head(pooled, logits), pooled, q, visual)
+
+    # channel weights = gradients averaged along the path from zero features to the photo's (integrated
+    # gradients over the cheap head only): a head that saturates — the bridge's softmax over ImageNet classes —
+    # makes the single gradient at the photo point at whatever moves the softmax, not at what the score is made of
+    grad = torch.zeros_like(feats)
+    for alpha in (np.arange(IG_STEPS) + 0.5) / IG_STEPS:
+        f = (feats * float(alpha)).requires_grad_(True)
+        grad += torch.autograd.grad(score(f), f)[0]
+    with torch.no_grad():
+        target = score(feats)
+    act = feats[0]  # (C, h, w)
+    weights = grad[0].mean(dim=(1, 2)) / IG_STEPS  # (C,)
     cam = (weights[:, None, None] * act).sum(0).clamp(min=0)  # (h, w)
-    return cam.cpu().numpy(), float(target.detach())
+    return cam.cpu().numpy(), float(target)
 
 
 def _rollout(attns: list, grads: list | None, prefix: int, cls_row: bool) -> np.ndarray:
