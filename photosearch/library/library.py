@@ -176,7 +176,9 @@ class Library:
         self._indexes: dict[str, ModelIndex] = {}
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
-        self.decode_workers = decode_workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+        # two decoders even on 2 cores: decoding releases the GIL and overlaps the encoder (12-MP JPEGs on 2 cores:
+        # 27.0 photos/s with 2, 16.5 with 1 — bench/RESULTS.md)
+        self.decode_workers = decode_workers or max(2, min(4, (os.cpu_count() or 2) - 1))
         self.batch_size = batch_size
 
     # -- model and index ---------------------------------------------------------------------------------
