@@ -313,19 +313,25 @@ def train_heads(
                 opt.step()
                 losses.append(float(loss.detach()))
                 step += 1
-            hist.epoch_seconds.append(time.perf_counter() - t_epoch)
-            hist.loss.append(float(np.mean(losses)) if losses else float("nan"))
-            hist.lr.append(lr)
-            hist.temperature.append(float(1.0 / heads.logit_scale.detach().exp()))
-            if evaluate is not None:
-                heads.eval()
-                hist.metrics.append(evaluate(heads))
-            log.info("epoch %d loss %.4f %s", epoch + 1, hist.loss[-1], hist.metrics[-1] if hist.metrics else "")
+            end_epoch(heads, hist, epoch, t_epoch, losses, lr, evaluate)
     finally:
         if ahead is not None:
             ahead.close()
     heads.eval()
     return hist
+
+
+def end_epoch(heads: Heads, hist: History, epoch: int, t_epoch: float, losses: list[float], lr: float,
+              evaluate=None) -> None:
+    """An epoch's bookkeeping: time, mean loss, learning rate, temperature, the evaluation (if any), a log line."""
+    hist.epoch_seconds.append(time.perf_counter() - t_epoch)
+    hist.loss.append(float(np.mean(losses)) if losses else float("nan"))
+    hist.lr.append(lr)
+    hist.temperature.append(float(1.0 / heads.logit_scale.detach().exp()))
+    if evaluate is not None:
+        heads.eval()
+        hist.metrics.append(evaluate(heads))
+    log.info("epoch %d loss %.4f %s", epoch + 1, hist.loss[-1], hist.metrics[-1] if hist.metrics else "")
 
 
 def snapshot(heads: Heads) -> Heads:

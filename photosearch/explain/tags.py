@@ -29,7 +29,7 @@ from photosearch.search.query import QueryError
 log = logging.getLogger(__name__)
 
 TEMPLATES = ("a photo of a {}", "a photo of {}", "{}")
-DEFAULT_THRESHOLD = 2.5  # on train-split Tux Paint categories: P 0.76 R 0.42 (held-out: P 0.82 R 0.46)
+DEFAULT_THRESHOLD = 2.5  # on train-split Tux Paint categories: P 0.82 R 0.48 (held-out: P 0.79 R 0.48)
 SENSITIVITY = {"strict": 3.0, "normal": DEFAULT_THRESHOLD, "loose": 2.0}
 _NAME = re.compile(r"^[\w][\w .&'-]{0,39}$", re.UNICODE)
 
