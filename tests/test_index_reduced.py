@@ -203,3 +203,19 @@ def test_visual_space_power_normalises_composed_models_only():
     v = np.array([[4.0, 1.0, 0.0, -9.0]], np.float32)
     np.testing.assert_allclose(visual_space(v, "dual_encoder"), l2_normalize(np.array([[2.0, 1.0, 0.0, -3.0]])))
     np.testing.assert_allclose(visual_space(v, "hf_clip"), l2_normalize(v))  # HF: scores stay transformers' cosines
+
+
+def test_big_indexes_are_saved_less_often(tmp_path, monkeypatch):
+    from photosearch.library import library
+
+    store = Store(tmp_path / "lib")
+    store.register_model("m", "test", "/nowhere", D, 0)
+    fill_store(store, "m", anisotropic(300))
+    mi = ModelIndex(store, "m", D)
+    assert mi.save_interval == library.SAVE_EVERY_S  # small: the base interval
+    monkeypatch.setattr(library, "SAVE_EVERY_PHOTOS", 100)
+    assert mi.save_interval == pytest.approx(3 * library.SAVE_EVERY_S)  # 300 photos, one interval per 100
+    mi.dirty, mi.last_save = True, 0.0
+    mi.save_if_due()  # long overdue: saved
+    assert not mi.dirty and mi.path.is_file()
+    store.close()

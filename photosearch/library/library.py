@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 INDEX_DIR = "indexes"
 _THREADS = os.cpu_count() or 1  # graph building (a rebuild after a lost index file, compaction) uses every core
-SAVE_EVERY_S = 20.0  # the index file is rewritten at most this often while indexing (the store commits per batch)
+SAVE_EVERY_S = 20.0  # the index file is rewritten at most this often while indexing (the store commits per batch) …
+SAVE_EVERY_PHOTOS = 100_000  # … per this many photos in it: a 1M-photo index (~1 GB) every 200 s, not every 20 s
 
 
 def default_library_dir() -> Path:
@@ -155,8 +156,14 @@ class ModelIndex:
             self.dirty = False
             self.last_save = time.monotonic()
 
+    @property
+    def save_interval(self) -> float:
+        """Seconds between index saves while indexing: longer for bigger files (a crash loses nothing either way:
+        the index is reconciled with the store when it is opened)."""
+        return SAVE_EVERY_S * max(1.0, len(self.index) / SAVE_EVERY_PHOTOS)
+
     def save_if_due(self) -> None:
-        if self.dirty and time.monotonic() - self.last_save > SAVE_EVERY_S:
+        if self.dirty and time.monotonic() - self.last_save > self.save_interval:
             self.save()
 
 
