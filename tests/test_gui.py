@@ -215,3 +215,25 @@ def test_window_state_and_last_query_are_remembered(qtbot, tmp_path, tiny_checkp
     assert settings.value("geometry") is not None and size[1] == w2.height()
     assert (w2.splitter.sizes()[0], w2.splitter.sizes()[2]) == (sizes[0], sizes[2])  # side panes kept
     w2.close()
+
+
+def test_thumbnails_of_any_shape_share_one_square_cell(window, qtbot, tmp_path):
+    """The grid lays every item out like the first (uniform sizes); a tall photo after a wide one must not be
+    drawn over its file name, so every thumbnail is centred on the same square."""
+    from photosearch.ui.results import THUMB
+
+    folder = tmp_path / "shapes"
+    shapes = [(200, 150), (90, 300), (300, 300), (400, 60)]
+    for i, size in enumerate(shapes):
+        write_photo(folder / f"s{i}.jpg", i, size=size)
+    window.apply_folders({str(folder): []})
+    qtbot.waitUntil(lambda: window.library.store.counts(window.library.model.model_id)["indexed"] >= 4, timeout=30000)
+    qtbot.waitUntil(lambda: window.indexer.state == "idle", timeout=30000)
+    window.search.setText("photo")
+    qtbot.waitUntil(lambda: window.model.rowCount() == 4, timeout=10000)
+    for i in range(4):
+        window.model.index(i).data(Qt.ItemDataRole.DecorationRole)  # asks for the thumbnail
+    qtbot.waitUntil(lambda: len(window.model._pixmaps) == 4, timeout=10000)
+    sizes = {(pm.width(), pm.height()) for pm in window.model._pixmaps.values()}
+    assert sizes == {(THUMB, THUMB)}
+    screenshot(window, "23-mixed-shapes")

@@ -79,13 +79,27 @@ class ResultsModel(QAbstractListModel):
             self._missing.add(path)
             pm = self._make_missing()
         else:
-            pm = QPixmap.fromImage(image)  # QPixmap only on the UI thread
+            pm = self._square(QPixmap.fromImage(image))  # QPixmap only on the UI thread
         self._pixmaps[path] = pm
         while len(self._pixmaps) > 2000:
             self._pixmaps.popitem(last=False)
         for row in rows:  # one range per row: a range spanning the whole list would make the view touch every item
             idx = self.index(row)
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+    @staticmethod
+    def _square(pm: QPixmap) -> QPixmap:
+        """The thumbnail centred on a transparent THUMB × THUMB canvas: the view lays every item out like the
+        first one (uniform sizes, needed for 100k results), so a tall photo after a wide one would otherwise be
+        drawn over its own file name."""
+        if pm.width() == THUMB and pm.height() == THUMB:
+            return pm
+        out = QPixmap(THUMB, THUMB)
+        out.fill(Qt.GlobalColor.transparent)
+        p = QPainter(out)
+        p.drawPixmap((THUMB - pm.width()) // 2, (THUMB - pm.height()) // 2, pm)
+        p.end()
+        return out
 
     def _make_missing(self) -> QPixmap:
         pm = self._make_placeholder()
