@@ -24,6 +24,7 @@ small.)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +34,6 @@ import struct
 import tempfile
 import threading
 import zipfile
-import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -506,21 +506,23 @@ class VectorIndex:
                 if self.reduced:
                     raise ValueError("the index is already reduced; build a new one to change its projection")
                 projection = self._check_projection(projection)
-            convert = projection  # old graph vectors -> new graph vectors (None: same space)
-            target = self.projection if projection is None else projection
+            target = self.projection if projection is None else projection  # the new graph's projection
             with self._lock.write():
                 self._dirty = set()
             try:
                 with self._lock.read():
                     ids = self._g.live_ids()
-                gdim = self.graph_dim if projection is None else projection.shape[1]
+                gdim = self.dim if target is None else target.shape[1]
                 capacity = max(self.capacity, math.ceil(len(ids) * 1.25))
                 fresh = _Graph.empty(gdim, self.M, self.ef_construction, capacity,
                                      None if target is None else self.dim)
 
-                def move(chunk: np.ndarray) -> None:  # old graph -> fresh, converting when the space changes
-                    full = self._g.full(chunk)
-                    vectors = full @ convert if convert is not None else self._g.get(chunk)
+                def move(chunk: np.ndarray) -> None:  # old graph -> fresh, projecting when the index becomes reduced
+                    vectors = self._g.get(chunk)  # as the old graph holds them (read once: get_items is slow)
+                    if projection is not None:  # the old graph held the full vectors
+                        full, vectors = vectors, vectors @ projection
+                    else:  # same space; a reduced graph's codes move along
+                        full = None if self._g.codes is None else self._g.full(chunk)
                     fresh.upsert(chunk, np.ascontiguousarray(vectors, np.float32), self.threads, full=full)
 
                 for start in range(0, len(ids), 65536):  # chunks bound the extra memory to 65536 vectors
@@ -535,7 +537,7 @@ class VectorIndex:
                         move(dirty[live])
                     before, self._g, self.projection = self._g, fresh, target
                 log.info("compacted index%s: %d live, %d deleted slots dropped",
-                         f" into {gdim} dimensions" if convert is not None else "", fresh.n_live, before.n_dead)
+                         f" into {gdim} dimensions" if projection is not None else "", fresh.n_live, before.n_dead)
             finally:
                 with self._lock.write():
                     self._dirty = None

@@ -92,11 +92,11 @@ class ModelIndex:
                 index = VectorIndex.load(self.path, self.dim, threads=_THREADS)
             except IndexCorruptError as e:
                 log.warning("%s; rebuilding it from the library", e)
+        want = self.store.vector_ids(self.model_id)
         if index is None:  # a large library is rebuilt reduced straight away (never holding every full vector)
-            want = self.store.vector_ids(self.model_id)
             projection = self._fit(want) if len(want) >= self.REDUCE_AT else None
             index = VectorIndex(self.dim, projection=projection, threads=_THREADS)
-        self._reconcile(index)
+        self._reconcile(index, want)
         return index
 
     def _fit(self, ids: np.ndarray):
@@ -119,9 +119,9 @@ class ModelIndex:
         self.index.compact(projection=projection)
         return True
 
-    def _reconcile(self, index: VectorIndex) -> None:
-        """Make the index hold exactly the store's vectors for this model (after a crash or a lost file)."""
-        want = self.store.vector_ids(self.model_id)
+    def _reconcile(self, index: VectorIndex, want: np.ndarray) -> None:
+        """Make the index hold exactly the store's vectors for this model, ``want`` (their ids, sorted): after a
+        crash or a lost file."""
         have = index.ids()
         extra = np.setdiff1d(have, want, assume_unique=True)
         missing = np.setdiff1d(want, have, assume_unique=True)
