@@ -369,12 +369,13 @@ def _occlusion(model: EncoderBase, pixels: np.ndarray, q: np.ndarray, visual: np
             p[:, y0:y1, x0:x1] = 0.0
             batch.append(p)
             cells.append((gy, gx))
+    kind = model.info.kind
+    target = None if visual is None else visual_space(np.asarray(visual)[None], kind)[0]  # as photo queries rank
     scores = []
     for i in range(0, len(batch), 32):
         emb, vis = model.encode_pixels(np.stack(batch[i:i + 32]))
-        if visual is not None and vis.shape[1] == len(visual):
-            kind = model.info.kind
-            scores.append(visual_space(vis, kind) @ visual_space(np.asarray(visual)[None], kind)[0])
+        if target is not None and vis.shape[1] == len(target):
+            scores.append(visual_space(vis, kind) @ target)
         else:
             scores.append(emb @ q)
     s = np.concatenate(scores)
