@@ -54,8 +54,9 @@ from photosearch.model import load_model
 from photosearch.model.base import EncoderBase
 from photosearch.model.vectors import l2_normalize, visual_space
 from photosearch.search import Searcher
+from photosearch.search.engine import DUPLICATE_THRESHOLD
 
-TWIN = 0.92  # photosearch.search.near_duplicate_groups' default threshold
+TWIN = DUPLICATE_THRESHOLD  # what photosearch.search.near_duplicate_groups groups by default
 NATURAL = Path("/tmp/photosearch-bench-natural")
 
 STAMPS = Path("/root/.cache/photosearch/data/debian/tuxpaint-stamps-default/usr/share/tuxpaint/stamps")

@@ -27,7 +27,7 @@ def _date(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from photosearch.search.engine import KEEP_RULES
+    from photosearch.search.engine import DUPLICATE_THRESHOLD, KEEP_RULES
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--library", type=Path, help="library folder (default: $PHOTOSEARCH_LIBRARY or the user data folder)")
     common.add_argument("--model", default=None, help="'default', a photosearch checkpoint folder, or a Hugging Face "
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate photos (and moving the extra "
                        "copies to the trash)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--threshold", type=float, default=0.92, help="visual cosine similarity (default 0.92)")
+    p.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD,
+                   help=f"visual cosine similarity (default {DUPLICATE_THRESHOLD:g})")
     p.add_argument("--trash", action="store_true", help="move all but one photo of each group to the system trash "
                    "(shows the plan; add --yes to do it; undo with `photosearch undo-trash`)")
     p.add_argument("--keep", choices=KEEP_RULES, default="largest", help="which photo of a group stays (default: the "

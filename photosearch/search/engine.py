@@ -16,6 +16,7 @@ from photosearch.search.query import QueryError, Term, parse_query, split_tags
 log = logging.getLogger(__name__)
 
 PHOTO_CANDIDATES = 256  # shared-space neighbours re-ranked by visual similarity for a photo query
+DUPLICATE_THRESHOLD = 0.92  # visual cosine from which two photos are near-duplicates (CLI, window, benchmarks)
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Searcher:
         return results[:limit]
 
 
-def near_duplicate_groups(library: Library, threshold: float = 0.92, neighbours: int = 8,
+def near_duplicate_groups(library: Library, threshold: float = DUPLICATE_THRESHOLD, neighbours: int = 8,
                           threads: int | None = None) -> list[list[Result]]:
     """Groups of near-duplicate photos (burst shots, edited copies, resized exports): photos whose visual
     vectors have cosine ≥ ``threshold``, found among each photo's nearest shared-space neighbours.

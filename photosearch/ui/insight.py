@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from photosearch.library import Library
 from photosearch.search import Term
+from photosearch.search.engine import DUPLICATE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class DuplicatesDialog(QDialog):
         self.threshold.setRange(0.80, 0.999)
         self.threshold.setSingleStep(0.01)
         self.threshold.setDecimals(3)
-        self.threshold.setValue(0.92)
+        self.threshold.setValue(DUPLICATE_THRESHOLD)
         self.threshold.setToolTip("How alike two photos must look (visual similarity); higher = only near-identical")
         find = QPushButton("Find again")
         find.clicked.connect(self.find)
