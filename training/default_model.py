@@ -307,6 +307,7 @@ def fit_heads(prep: Prepared, opts: Options, data: CachedPairs, alpha: float, ev
 
 
 def wise(heads: Heads, start: dict, trained: dict, alpha: float) -> Heads:
+    """Load (1 - α)·start + α·trained into heads (WiSE-FT: a weight-space ensemble with the training-free start)."""
     heads.load_state_dict({k: (1 - alpha) * start[k] + alpha * v if v.is_floating_point() else v
                            for k, v in trained.items()})
     return heads
@@ -440,8 +441,7 @@ def run(opts: Options, out_dir: Path | None, report_dir: Path | None, select: bo
         initial = {k: v.detach().clone() for k, v in h.state_dict().items()}
         hh = train_heads(h, prep.pairs(prep.train_items, tr_p, tr_l), cfg,
                          lambda m: evaluate_all(prep, m, test, fmnist, shapes))
-        h.load_state_dict({k: (1 - alpha) * initial[k] + alpha * v if v.is_floating_point() else v
-                           for k, v in h.state_dict().items()})
+        wise(h, initial, h.state_dict(), alpha)
         return h, hh, evaluate_all(prep, h, test, fmnist, shapes)
 
     alt = dict(opts.alternative)
@@ -487,55 +487,7 @@ def run(opts: Options, out_dir: Path | None, report_dir: Path | None, select: bo
         from training.report import write_report
 
         write_report(report_dir, result, val_hist, hist)
-        if result.get("previous") is not None:
-            amend_report(report_dir / "README.md", result)
     return result
-
-
-def amend_report(path: Path, result: dict) -> None:
-    """training.report writes the previous recipe's prose; replace its closing paragraph with this recipe's."""
-    from training.report import _row
-
-    text = path.read_text()
-    o, c, t = result["options"], result["conse"], result["trained"]
-    head = text.split("For reference, the issue's anchors", 1)[0]
-    head = head.replace("| **shipped**: trained heads averaged with the bridge |",
-                        "| **shipped**: soup of trained heads averaged with the bridge |")
-    head = head.replace("| trained heads, before weight averaging |", "| soup of trained heads, before weight averaging |")
-    head = head.replace("settings chosen on a validation split of the training photos (plot below)",
-                        "settings chosen by repeated 5-fold cross-validation on the training photos (below)")
-    clean = "a random share" if o["clean_fraction"] is None else f"{100 * o['clean_fraction']:g}%"
-    met = t["t2i_R@10"] >= 70 and t["i2t_R@10"] >= 65 and t["fmnist_zero_shot"] >= c["fmnist_zero_shot"]
-    lines = [
-        _row("previous recipe (heads only, no class-text training, α = 0.6)", result["previous"]),
-        "",
-        ("Recipe (issue 2): the bridge's ImageNet class-name embeddings are trained with the heads (lr ×"
-        f" {o['class_text_lr']:g}, L2-SP {o['l2sp_class_text']:g}); the pooled-feature residual gets a stronger L2-SP"
-        f" pull ({o['l2sp_residual']:g}; {o['heads']['l2sp']:g} elsewhere), because its output drifts by a common offset"
-        " on photos unlike Tux Paint, which is what costs zero-shot transfer; bridge start temperature"
-        f" {o['bridge_temperature']:g}; clean (un-augmented) view on {clean} of steps; {o['soup']} seeds averaged in"
-        f" weight space, then WiSE-FT α = {o['wise_alpha']:g}."),
-        ("Selection (`python -m training default --select`): repeated 5-fold CV on the 377 training photos (2 × 5 folds)"
-        " over bridge temperature {0.7, 1}, residual L2-SP {0.3, 1, 2, 3}, clean view {all views equally, 50%} and"
-        " α {0.4, 0.5, 0.6, 0.7, 0.8, 1}; one-standard-error rule: of the settings whose CV Recall@10 is within one"
-        " standard error of the best, the one closest to the bridge (highest agreement of its nearest ImageNet class"
-        " prompt with the backbone's own prediction, on training photos). The held-out photos, Fashion-MNIST and"
-        " easy-VQA play no part in it."),
-        "",
-        ("For reference, the issue's anchors on its own 161-photo split: training-free ConSE bridge t2i R@1/5/10 = "
-        "23.7/38.5/42.9, i2t 23.0/31.1/37.3, Fashion-MNIST 24%; bridge-initialised head fine-tuned on Tux Paint "
-        "t2i 29.5/53.8/65.4, i2t 27.3/49.1/59.6. Goal: t2i R@10 ≥ 70 and i2t R@10 ≥ 65 while Fashion-MNIST zero-shot "
-        f"stays ≥ the bridge's. Shipped: t2i R@10 {t['t2i_R@10']:.1f}, i2t R@10 {t['i2t_R@10']:.1f}, Fashion-MNIST "
-        f"{t['fmnist_zero_shot']:.2f} (bridge {c['fmnist_zero_shot']:.2f}), shapes {t['shapes_zero_shot']:.1f} "
-        f"(bridge {c['shapes_zero_shot']:.1f}): goal {'met' if met else 'not met'}."),
-        "",
-        "![training curves](training.png)",
-        "",
-        "![validation curves](validation.png)",
-        "",
-    ]
-    table_end = head.rstrip("\n")
-    path.write_text(table_end + "\n" + "\n".join(lines))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
